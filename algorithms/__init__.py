@@ -1,0 +1,37 @@
+"""rung's algorithmic core: pure, deterministic tuning algorithms and the simulator that drives them.
+
+Nothing here reads a clock, opens a socket or file, starts a thread or touches a global random
+generator; the broker and the simulator drive the same `step`.
+"""
+
+from .algorithm import Algorithm
+from .asha import ASHA, AsyncHyperband
+from .decisions import Decision, FinishStudy, PromoteTrial, StartTrial, StopTrial
+from .events import (
+    AttemptFailed,
+    AttemptFinished,
+    CheckpointStored,
+    ConfigEnqueued,
+    Event,
+    ResultReported,
+    StopRequested,
+    WorkerJoined,
+    WorkerLost,
+    WorkerReady,
+)
+from .halving import hyperband_brackets, sha_rungs
+from .median_stopping import MedianStopping
+from .random_search import GridSearch, RandomSearch
+from .space import Space, choice, grid, loguniform, randint, uniform
+from .state import State, Trial, TrialStatus
+from .step import replay, step
+from .successive_halving import Hyperband, SuccessiveHalving
+
+__all__ = [
+    "ASHA", "Algorithm", "AsyncHyperband", "AttemptFailed", "AttemptFinished", "CheckpointStored",
+    "ConfigEnqueued", "Decision", "Event", "FinishStudy", "GridSearch", "Hyperband", "MedianStopping",
+    "PromoteTrial", "RandomSearch", "ResultReported", "Space", "StartTrial", "State", "StopRequested",
+    "StopTrial", "SuccessiveHalving", "Trial", "TrialStatus", "WorkerJoined", "WorkerLost",
+    "WorkerReady", "choice", "grid", "hyperband_brackets", "loguniform", "randint", "replay",
+    "sha_rungs", "step", "uniform",
+]

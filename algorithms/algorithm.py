@@ -1,0 +1,435 @@
+"""What every algorithm shares: the trial lifecycle, workers, retries, limits and rung bookkeeping.
+
+Theory of operation. An algorithm is an object holding only its validated settings. Its state is a
+`State` (plain data). Three methods make the contract:
+
+- `initial_state(seed)` builds an empty study;
+- `apply(state, record)` folds one event or one decision into the state; it is the only writer;
+- `decide(state, event)` reads the state, which already contains `event`, and returns what should be
+  done now; it never writes.
+
+`step` (in `step.py`) folds an event, then asks `decide` again and again, folding what it returns,
+until it returns nothing. So `decide` may answer one thing at a time (hand one job to the first free
+worker) and rely on `step` to ask again. The journal keeps the event with every decision of its step,
+so recovery folds records and never calls `decide`.
+
+Every algorithm here is a bracket-and-rung scheme: random and grid search run one bracket with one
+rung at the trial budget; the halving family has several rungs; median stopping uses the rungs as its
+milestones. The shared rules, for all of them:
+
+- A free worker gets, first, the oldest lost attempt to retry (from its last checkpoint, at the same
+  budget), then whatever the algorithm's `_next_job` proposes.
+- A worker lost mid-attempt costs the trial that attempt; after `max_attempts` attempts the trial fails.
+  An attempt that fails in user code fails the trial at once: retrying a deterministic error wastes a
+  worker.
+- A result counts once: (trial, attempt, step) seen before is a no-op, and a result of a superseded
+  attempt is kept aside as stale and never ranked. NaN or infinite metrics rank worst.
+- A result reaching a rung's budget records the trial's ranking key in that rung; an attempt that ends
+  at its budget leaves the trial paused (promotable) below the top rung and completed at the top.
+- Limits: no new trial beyond `max_trials`, no attempt that would take the budget handed out past
+  `total_budget`. When nothing runs and no job can be found, the study finishes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .decisions import Decision, FinishStudy, PromoteTrial, StartTrial, StopTrial
+from .events import (
+    AttemptFailed,
+    AttemptFinished,
+    CheckpointStored,
+    ConfigEnqueued,
+    ResultReported,
+    StopRequested,
+    WorkerJoined,
+    WorkerLost,
+    WorkerReady,
+)
+from .rng import derive_rng
+from .space import Space
+from .state import Bracket, Rung, State, Trial, TrialStatus, ranking_key
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Work the algorithm proposes for a free worker: a new trial (`trial` is None or a queued
+    trial) or a promotion of a paused trial."""
+
+    trial: int | None
+    config: Mapping[str, Any]
+    budget: float
+    bracket: int
+    rung: int
+    promote: bool
+    reason: str
+
+
+def exact_str(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` is {value!r}, but must be an int >= {minimum}")
+
+
+def check_budget(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"`{name}` is {value!r}, but must be a finite number > 0")
+
+
+class Algorithm:
+    """Base of every tuning algorithm; see the module docstring for the shared rules."""
+
+    def __init__(
+        self,
+        space: Space | Mapping[str, Any],
+        *,
+        metric: str = "loss",
+        mode: str = "min",
+        max_trials: int | None = None,
+        total_budget: float | None = None,
+        max_attempts: int = 3,
+    ):
+        self.space = Space(space)
+        if not isinstance(metric, str) or not metric:
+            raise ValueError(f"`metric` is {metric!r}, but must be a non-empty str")
+        if mode not in ("min", "max"):
+            raise ValueError(f"`mode` is {mode!r}, but must be 'min' or 'max'")
+        if max_trials is not None:
+            check_positive_int("max_trials", max_trials)
+        if total_budget is not None:
+            check_budget("total_budget", total_budget)
+        check_positive_int("max_attempts", max_attempts)
+        self.metric = metric
+        self.mode = mode
+        self.maximise = mode == "max"
+        self.max_trials = max_trials
+        self.total_budget = total_budget
+        self.max_attempts = max_attempts
+
+    # ----------------------------------------------------------------------------------------------
+    # What each algorithm says about itself.
+
+    def _initial_brackets(self) -> list[Bracket]:
+        """Brackets that exist from the start (synchronous schemes open theirs as they go)."""
+        return []
+
+    def _new_bracket(self, index: int) -> Bracket:
+        raise NotImplementedError
+
+    def _next_job(self, state: State) -> Job | None:
+        raise NotImplementedError
+
+    def _rung_key(self, trial: Trial, key: float) -> float:
+        """The key a trial records in a rung; by default its ranking key at that step."""
+        return key
+
+    def _cut(self, rung: Rung, trial: Trial) -> bool:
+        """Whether a running trial that just recorded in `rung` (below its target) must stop."""
+        return False
+
+    def _bracket_changed(self, state: State, bracket: Bracket) -> None:
+        """A rung of `bracket` gained an ended attempt or a promotion."""
+
+    # ----------------------------------------------------------------------------------------------
+    # The contract.
+
+    def initial_state(self, seed: int = 0) -> State:
+        state = State(seed)
+        state.brackets = self._initial_brackets()
+        state.live_brackets = [b.index for b in state.brackets]
+        return state
+
+    def load_state(self, data: Mapping[str, Any]) -> State:
+        return State.from_data(data)
+
+    def apply(self, state: State, record) -> State:
+        match record:
+            case ResultReported():
+                self._fold_result(state, record)
+            case CheckpointStored(trial=tid, attempt=attempt, step=step, checkpoint=key):
+                trial = self._trial(state, tid)
+                if trial is not None and attempt == trial.attempt and (
+                    trial.checkpoint is None or step >= trial.checkpoint_step
+                ):
+                    trial.checkpoint = key
+                    trial.checkpoint_step = step
+            case AttemptFinished(trial=tid, attempt=attempt):
+                trial = self._current(state, tid, attempt)
+                if trial is not None:
+                    self._release_worker(state, trial)
+                    if trial.status == TrialStatus.RUNNING:
+                        self._attempt_ended(state, trial)
+            case AttemptFailed(trial=tid, attempt=attempt, reason=reason):
+                trial = self._current(state, tid, attempt)
+                if trial is not None:
+                    self._release_worker(state, trial)
+                    if trial.status == TrialStatus.RUNNING:
+                        self._end_trial(state, trial, TrialStatus.FAILED, reason)
+            case WorkerJoined(worker=worker) | WorkerReady(worker=worker):
+                if worker in state.workers:
+                    self._lose_worker(state, worker, "worker came back without its attempt")
+                state.workers[worker] = None
+                state.idle[worker] = None
+            case WorkerLost(worker=worker, reason=reason):
+                if worker in state.workers:
+                    self._lose_worker(state, worker, reason)
+            case ConfigEnqueued(config=config):
+                tid = len(state.trials)
+                # Parameters the user left out are drawn, so that a partial configuration is enough.
+                drawn = self.space.sample(derive_rng(state.seed, "enqueued", tid))
+                state.trials.append(Trial(tid, {**drawn, **dict(config)}))
+                state.queued.append(tid)
+            case StopRequested():
+                state.stopping = True
+            case StartTrial() | PromoteTrial():
+                self._fold_start(state, record)
+            case StopTrial(trial=tid, reason=reason):
+                self._end_trial(state, state.trials[tid], TrialStatus.STOPPED, reason)
+            case FinishStudy(reason=reason):
+                state.finished = True
+                state.finish_reason = reason
+            case _:
+                raise TypeError(f"not an event or a decision: {record!r}")
+        return state
+
+    def decide(self, state: State, event) -> list[Decision]:
+        if state.finished:
+            return []
+        if isinstance(event, ResultReported):
+            trial = self._trial(state, event.trial)
+            if trial is not None and trial.status == TrialStatus.RUNNING and "cut" in trial.info:
+                rung = trial.info["cut"]
+                return [StopTrial(trial.id, trial.attempt, f"outside the survivors of rung {rung}")]
+        if state.stopping:
+            decisions = [
+                StopTrial(tid, state.trials[tid].attempt, "the study was asked to stop")
+                for tid in state.workers.values()
+                if tid is not None and state.trials[tid].status == TrialStatus.RUNNING
+            ]
+            return decisions + [FinishStudy("the study was asked to stop")]
+        job = None
+        if state.idle:
+            job = self._job(state)
+            if job is not None:
+                return [self._assign(state, next(iter(state.idle)), job)]
+        if state.busy == 0 and (state.idle or self._job(state) is None):
+            return [FinishStudy(self._finish_reason(state))]
+        return []
+
+    # ----------------------------------------------------------------------------------------------
+    # Jobs.
+
+    def _job(self, state: State) -> Job | None:
+        if state.retry:
+            trial = state.trials[state.retry[0]]
+            if self._affordable(state, trial.budget, trial):
+                return Job(trial.id, trial.config, trial.budget, trial.bracket, trial.rung, False,
+                           f"retry after {trial.reason}")
+            return None
+        return self._next_job(state)
+
+    def _assign(self, state: State, worker: str, job: Job) -> Decision:
+        if job.promote:
+            trial = state.trials[job.trial]
+            return PromoteTrial(trial.id, trial.attempt + 1, worker, trial.config, job.budget,
+                                trial.checkpoint, job.bracket, job.rung, job.reason)
+        if job.trial is None:
+            return StartTrial(len(state.trials), 1, worker, job.config, job.budget, None,
+                              job.bracket, job.rung, job.reason)
+        trial = state.trials[job.trial]
+        return StartTrial(trial.id, trial.attempt + 1, worker, trial.config, job.budget,
+                          trial.checkpoint, job.bracket, job.rung, job.reason)
+
+    def _new_trial_job(self, state: State, budget: float, bracket: int, rung: int, reason: str,
+                       ) -> Job | None:
+        """A job for the next configuration: the oldest enqueued one, else a fresh draw."""
+        if not self._may_add_trial(state) or not self._affordable(state, budget, None):
+            return None
+        if state.queued:
+            tid = state.queued[0]
+            return Job(tid, state.trials[tid].config, budget, bracket, rung, False,
+                       f"{reason} (enqueued configuration)")
+        config = self._draw(state)
+        if config is None:
+            return None
+        return Job(None, config, budget, bracket, rung, False, reason)
+
+    def _draw(self, state: State) -> dict[str, Any] | None:
+        """The next configuration the algorithm draws, or None when it has no more."""
+        return self.space.sample(derive_rng(state.seed, "config", state.sampled))
+
+    def _promotion_job(self, state: State, bracket: Bracket, rung: int, trial: int, reason: str,
+                       ) -> Job | None:
+        target = bracket.rungs[rung + 1].budget
+        candidate = state.trials[trial]
+        if not self._affordable(state, target, candidate):
+            return None
+        return Job(trial, candidate.config, target, bracket.index, rung + 1, True, reason)
+
+    def _may_add_trial(self, state: State) -> bool:
+        return self.max_trials is None or state.started < self.max_trials
+
+    def _affordable(self, state: State, budget: float, trial: Trial | None) -> bool:
+        if self.total_budget is None:
+            return True
+        return state.budget_spent + budget - self._resume_step(trial) <= self.total_budget
+
+    @staticmethod
+    def _resume_step(trial: Trial | None) -> float:
+        return trial.checkpoint_step if trial is not None and trial.checkpoint is not None else 0
+
+    def _finish_reason(self, state: State) -> str:
+        if self.max_trials is not None and state.started >= self.max_trials:
+            return f"max_trials ({self.max_trials}) reached and every attempt ended"
+        if self.total_budget is not None:
+            return (f"no work left within total_budget ({self.total_budget}; "
+                    f"{exact_str(state.budget_spent)} handed out) and every attempt ended")
+        return "no work left and every attempt ended"
+
+    # ----------------------------------------------------------------------------------------------
+    # Folding.
+
+    @staticmethod
+    def _trial(state: State, tid: int) -> Trial | None:
+        return state.trials[tid] if 0 <= tid < len(state.trials) else None
+
+    def _current(self, state: State, tid: int, attempt: int) -> Trial | None:
+        """The trial, if `attempt` is its current attempt and a worker still holds it."""
+        trial = self._trial(state, tid)
+        if trial is None or attempt != trial.attempt or trial.worker is None:
+            return None
+        return trial
+
+    def _fold_start(self, state: State, decision: StartTrial | PromoteTrial) -> None:
+        tid = decision.trial
+        if tid == len(state.trials):
+            state.trials.append(Trial(tid, dict(decision.config), TrialStatus.RUNNING))
+            state.sampled += 1
+        trial = state.trials[tid]
+        retry = trial.status == TrialStatus.PENDING
+        if retry:
+            state.retry.remove(tid)
+        elif trial.status == TrialStatus.QUEUED:
+            state.queued.remove(tid)
+        if decision.bracket == len(state.brackets):
+            state.brackets.append(self._new_bracket(decision.bracket))
+            state.live_brackets.append(decision.bracket)
+        bracket = state.brackets[decision.bracket]
+        if isinstance(decision, PromoteTrial):
+            bracket.rungs[trial.rung].promote(tid)
+        if not retry:
+            bracket.rungs[decision.rung].entered += 1
+            state.jobs += 1
+            trial.lost = 0
+        if trial.attempt == 0:
+            state.started += 1
+        state.budget_spent += decision.budget - self._resume_step(trial)
+        trial.status = TrialStatus.RUNNING
+        trial.attempt = decision.attempt
+        trial.worker = decision.worker
+        trial.budget = decision.budget
+        trial.bracket = decision.bracket
+        trial.rung = decision.rung
+        trial.step = None
+        state.workers[decision.worker] = tid
+        state.idle.pop(decision.worker, None)
+        if isinstance(decision, PromoteTrial):
+            self._bracket_changed(state, bracket)
+
+    def _fold_result(self, state: State, event: ResultReported) -> None:
+        trial = self._trial(state, event.trial)
+        if trial is None or event.attempt > trial.attempt:
+            return
+        entry = [event.attempt, event.step, dict(event.metrics)]
+        if event.attempt < trial.attempt:
+            trial.stale.append(entry)
+            state.stale_results += 1
+            return
+        if trial.step is not None and event.step <= trial.step:
+            return  # seen already: results of one attempt arrive in order
+        value = event.metrics.get(self.metric)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            value = math.nan  # a missing or non-numeric metric ranks worst, like NaN
+        trial.step = event.step
+        trial.value = value
+        trial.history.append(entry)
+        key = ranking_key(value, self.maximise)
+        if math.isfinite(key) and (trial.best is None or key < ranking_key(trial.best, self.maximise)):
+            trial.best = value
+        if trial.status == TrialStatus.RUNNING:
+            self._on_result(state, trial, event.step, key)
+
+    def _on_result(self, state: State, trial: Trial, step: float, key: float) -> None:
+        """Record the trial in every rung up to its target whose budget this step reaches."""
+        rungs = state.brackets[trial.bracket].rungs
+        for index in range(trial.rung + 1):
+            rung = rungs[index]
+            if rung.budget > step:
+                break
+            if trial.id in rung.keys:
+                continue
+            rung.record(trial.id, self._rung_key(trial, key))
+            if index < trial.rung and "cut" not in trial.info and self._cut(rung, trial):
+                trial.info["cut"] = index
+
+    def _attempt_ended(self, state: State, trial: Trial) -> None:
+        if trial.step is None:
+            self._end_trial(state, trial, TrialStatus.FAILED, "the attempt ended without a result")
+            return
+        bracket = state.brackets[trial.bracket]
+        rung = bracket.rungs[trial.rung]
+        top = trial.rung == len(bracket.rungs) - 1
+        if trial.step is not None and trial.step >= trial.budget:
+            if top:
+                self._end_trial(state, trial, TrialStatus.COMPLETED, "trained its full budget")
+                return
+            trial.status = TrialStatus.PAUSED
+            trial.reason = f"trained to rung {trial.rung}"
+            if trial.id in rung.keys:
+                rung.open(trial.id)
+            rung.ended += 1
+            self._bracket_changed(state, bracket)
+            return
+        # The trainable stopped before its budget: rank what it reached, never promote it.
+        if trial.id not in rung.keys:
+            rung.record(trial.id, self._rung_key(trial, ranking_key(trial.value, self.maximise)))
+        self._end_trial(state, trial, TrialStatus.COMPLETED, "ended before its budget")
+
+    def _end_trial(self, state: State, trial: Trial, status: TrialStatus, reason: str) -> None:
+        trial.status = status
+        trial.reason = reason
+        bracket = state.brackets[trial.bracket]
+        bracket.rungs[trial.rung].ended += 1
+        if trial.id in bracket.rungs[trial.rung].keys:
+            bracket.rungs[trial.rung].close(trial.id)
+        self._bracket_changed(state, bracket)
+
+    def _release_worker(self, state: State, trial: Trial) -> None:
+        worker = trial.worker
+        trial.worker = None
+        if state.workers.get(worker, -1) == trial.id:
+            state.workers[worker] = None
+            state.idle[worker] = None
+
+    def _lose_worker(self, state: State, worker: str, reason: str) -> None:
+        tid = state.workers.pop(worker)
+        state.idle.pop(worker, None)
+        if tid is None:
+            return
+        trial = state.trials[tid]
+        trial.worker = None
+        if trial.status != TrialStatus.RUNNING:
+            return
+        trial.lost += 1
+        if trial.lost >= self.max_attempts:
+            self._end_trial(state, trial, TrialStatus.FAILED,
+                            f"lost {trial.lost} attempts in a row, the last: {reason}")
+            return
+        trial.status = TrialStatus.PENDING
+        trial.reason = f"attempt {trial.attempt} lost: {reason}"
+        state.retry.append(tid)

@@ -1,0 +1,66 @@
+"""Benchmarks for the simulator: (config, budget) -> metric, and the seconds of work it takes.
+
+A benchmark has a `space`, a `metric` name, `evaluate(config, step) -> float` and
+`seconds(config, start, stop) -> float`, the work time to train from step `start` to `stop`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from .space import Space, uniform
+
+# Hartmann-6 (Dixon & Szegoe 1978), the standard constants; its minimum on [0, 1]^6 is -3.32237.
+_ALPHA = (1.0, 1.2, 3.0, 3.2)
+_A = (
+    (10.0, 3.0, 17.0, 3.5, 1.7, 8.0),
+    (0.05, 10.0, 17.0, 0.1, 8.0, 14.0),
+    (3.0, 3.5, 1.7, 10.0, 17.0, 8.0),
+    (17.0, 8.0, 0.05, 10.0, 0.1, 14.0),
+)
+_P = (
+    (0.1312, 0.1696, 0.5569, 0.0124, 0.8283, 0.5886),
+    (0.2329, 0.4135, 0.8307, 0.3736, 0.1004, 0.9991),
+    (0.2348, 0.1451, 0.3522, 0.2883, 0.3047, 0.6650),
+    (0.4047, 0.8828, 0.8732, 0.5743, 0.1091, 0.0381),
+)
+HARTMANN6_MIN = -3.32237
+
+
+def hartmann6(x: tuple[float, ...]) -> float:
+    total = 0.0
+    for alpha, a, p in zip(_ALPHA, _A, _P):
+        total -= alpha * math.exp(-sum(a_j * (x_j - p_j) ** 2 for a_j, x_j, p_j in zip(a, x, p)))
+    return total
+
+
+class CrossingCurves:
+    """Learning curves that cross, so that a ranking at a low budget can mislead.
+
+    The final error e(x) is Hartmann-6 rescaled to [0.05, 0.9]; the error after budget r is
+    e + (0.95 - e) (1 + r / tau)^-gamma with tau = 2^(6 x1) (how slowly it learns) and
+    gamma = 0.5 + x2 (how sharply). With `varied_cost`, one unit of budget takes 2^(2 x3 - 1) seconds
+    (0.5 to 2); otherwise one second, so that time is proportional to budget.
+    """
+
+    metric = "error"
+    space = Space({f"x{i}": uniform(0.0, 1.0) for i in range(6)})
+
+    def __init__(self, varied_cost: bool = True):
+        self.varied_cost = varied_cost
+
+    @staticmethod
+    def final_error(config: Mapping[str, Any]) -> float:
+        x = tuple(config[f"x{i}"] for i in range(6))
+        return 0.05 + 0.85 * (hartmann6(x) - HARTMANN6_MIN) / -HARTMANN6_MIN
+
+    def evaluate(self, config: Mapping[str, Any], step: float) -> float:
+        e = self.final_error(config)
+        tau = 2.0 ** (6.0 * config["x1"])
+        gamma = 0.5 + config["x2"]
+        return e + (0.95 - e) * (1.0 + step / tau) ** -gamma
+
+    def seconds(self, config: Mapping[str, Any], start: float, stop: float) -> float:
+        per_unit = 2.0 ** (2.0 * config["x3"] - 1.0) if self.varied_cost else 1.0
+        return per_unit * (stop - start)

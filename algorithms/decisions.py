@@ -1,0 +1,58 @@
+"""Decisions: what an algorithm wants done, each with a human `reason`.
+
+`StartTrial` and `PromoteTrial` both ask a named worker to run one attempt of a trial up to `budget`
+units, resuming from `checkpoint` when one is given; a worker treats them alike. They differ in what
+they mean for the study: a start is a trial's first attempt or a retry at the same budget, a promotion
+moves a trial to a larger budget. `bracket` and `rung` say where the attempt lands, for people reading
+the journal; a worker ignores them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True, slots=True)
+class StartTrial:
+    trial: int
+    attempt: int
+    worker: str
+    config: Mapping[str, Any]
+    budget: float
+    checkpoint: str | None
+    bracket: int
+    rung: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteTrial:
+    trial: int
+    attempt: int
+    worker: str
+    config: Mapping[str, Any]
+    budget: float
+    checkpoint: str | None
+    bracket: int
+    rung: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopTrial:
+    """Stop a running attempt; the trial ends for good."""
+
+    trial: int
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinishStudy:
+    """Nothing more will be started: the study is over."""
+
+    reason: str
+
+
+Decision = StartTrial | PromoteTrial | StopTrial | FinishStudy
