@@ -1,0 +1,230 @@
+"""One conformance suite, run over every algorithm.
+
+Each example simulates a small study with hypothesis-drawn workers, seeds and faults (lost workers that
+come back, stragglers, NaN and infinite metrics, maximisation), records every step, and then checks the
+contract on the records:
+
+- the same seed and events give the same decisions;
+- folding the recorded steps reproduces the live state, also through msgpack and from a snapshot;
+- `decide` leaves the state unchanged, and its first answer is what the step recorded first;
+- a duplicated result changes nothing; a result of a superseded attempt never changes a ranking;
+- nothing is promoted from outside the top floor(n / eta) of its rung at the moment of promotion;
+- at most one running attempt per trial, work only goes to free workers, limits hold, and every
+  result is either counted once or kept as stale.
+"""
+
+import math
+
+import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rung.algorithms import (
+    ASHA,
+    AsyncHyperband,
+    GridSearch,
+    Hyperband,
+    MedianStopping,
+    PromoteTrial,
+    RandomSearch,
+    ResultReported,
+    StartTrial,
+    StopTrial,
+    SuccessiveHalving,
+    TrialStatus,
+    grid,
+    replay,
+    step,
+    uniform,
+)
+from rung.algorithms.benchmarks import CrossingCurves
+from rung.algorithms.records import record_from_data, record_to_data
+from rung.algorithms.simulate import Simulator
+from rung.algorithms.successive_halving import _Synchronous
+
+SPACE = CrossingCurves.space
+
+
+class FaultyCurves(CrossingCurves):
+    """Crossing curves whose worst corners report NaN and infinity, optionally negated to maximise."""
+
+    def __init__(self, maximise: bool):
+        super().__init__(varied_cost=True)
+        self.sign = -1.0 if maximise else 1.0
+
+    def evaluate(self, config, step):
+        if config["x0"] < 0.08:
+            return math.nan
+        if config["x0"] > 0.96:
+            return math.inf
+        return self.sign * super().evaluate(config, step)
+
+
+GRID_SPACE = {**SPACE.params, "x4": grid([0.1, 0.5, 0.9]), "x5": grid([0.2, 0.8])}
+
+ALGORITHMS = {
+    "random": lambda s: RandomSearch(SPACE, budget=9, max_trials=25, **s),
+    "grid": lambda s: GridSearch(GRID_SPACE, budget=4, **s),
+    "sha": lambda s: SuccessiveHalving(SPACE, n_configs=27, min_budget=1, eta=3, brackets=2,
+                                       overlap=s.pop("overlap"), **s),
+    "hyperband": lambda s: Hyperband(SPACE, min_budget=1, max_budget=27, eta=3,
+                                     overlap=s.pop("overlap"), **s),
+    "asha": lambda s: ASHA(SPACE, 1, 27, eta=3, max_trials=40, **s),
+    "asha-stopping": lambda s: ASHA(SPACE, 1, 27, eta=3, variant="stopping", max_trials=40, **s),
+    "async-hyperband": lambda s: AsyncHyperband(SPACE, 1, 27, eta=3, max_trials=40, **s),
+    "async-hyperband-stopping": lambda s: AsyncHyperband(SPACE, 1, 27, eta=3, variant="stopping",
+                                                         total_budget=400, **s),
+    "median": lambda s: MedianStopping(SPACE, budget=9, grace_period=2, min_samples=2,
+                                       max_trials=25, **s),
+}
+
+studies = st.fixed_dictionaries({
+    "algorithm": st.sampled_from(sorted(ALGORITHMS)),
+    "seed": st.integers(0, 2**16),
+    "workers": st.integers(1, 6),
+    "maximise": st.booleans(),
+    "overlap": st.booleans(),
+    "max_attempts": st.integers(1, 3),
+    "drop_rate": st.sampled_from([0.0, 0.15, 0.3]),
+    "straggler_rate": st.sampled_from([0.0, 0.3]),
+    "report_every": st.sampled_from([None, 1.0, 2.5]),
+})
+
+
+def build(study):
+    settings_ = {"metric": "error", "mode": "max" if study["maximise"] else "min",
+                 "max_attempts": study["max_attempts"], "overlap": study["overlap"]}
+    if study["algorithm"] not in ("sha", "hyperband"):
+        settings_.pop("overlap")
+    return ALGORITHMS[study["algorithm"]](settings_)
+
+
+def simulate(study):
+    algorithm = build(study)
+    simulator = Simulator(algorithm, FaultyCurves(study["maximise"]), study["workers"],
+                          seed=study["seed"], report_every=study["report_every"],
+                          drop_rate=study["drop_rate"], straggler_rate=study["straggler_rate"],
+                          rejoin_after=2.0, record=True)
+    return algorithm, simulator.run(max_events=3000)
+
+
+def packed(state):
+    return msgpack.packb(state.to_data())
+
+
+def quota(algorithm, bracket, rung_index):
+    if isinstance(algorithm, _Synchronous):
+        return bracket.sizes[rung_index] // algorithm.eta  # the planned n_i
+    return len(bracket.rungs[rung_index]) // algorithm.eta
+
+
+def check_decision(algorithm, state, decision):
+    match decision:
+        case StartTrial() | PromoteTrial():
+            assert decision.worker in state.idle, "work went to a busy worker"
+            if decision.trial < len(state.trials):
+                trial = state.trials[decision.trial]
+                assert trial.status != TrialStatus.RUNNING, "a second running attempt"
+                assert decision.attempt == trial.attempt + 1
+            else:
+                assert decision.trial == len(state.trials) and decision.attempt == 1
+        case StopTrial(trial=tid, attempt=attempt):
+            trial = state.trials[tid]
+            assert trial.status == TrialStatus.RUNNING and trial.attempt == attempt
+    if isinstance(decision, PromoteTrial):
+        trial = state.trials[decision.trial]
+        bracket = state.brackets[trial.bracket]
+        rung = bracket.rungs[trial.rung]
+        assert trial.status == TrialStatus.PAUSED
+        assert rung.rank(trial.id) < quota(algorithm, bracket, trial.rung), (
+            "promoted from outside the top floor(n / eta)")
+
+
+def check_state(algorithm, state):
+    running = [tid for tid in state.workers.values() if tid is not None]
+    assert len(running) == len(set(running)), "one trial on two workers"
+    for trial in state.trials:
+        if trial.status == TrialStatus.RUNNING:
+            assert trial.worker is not None and state.workers[trial.worker] == trial.id
+    if algorithm.max_trials is not None:
+        assert state.started <= algorithm.max_trials
+    if algorithm.total_budget is not None:
+        assert state.budget_spent <= algorithm.total_budget
+
+
+def check_stopping_cut(algorithm, state, event, before, decisions):
+    """Stopping variant: a result that newly ranks a trial outside the top ceil(n / eta) of a rung
+    below its target stops it in the same step, and only then."""
+    trial = state.trials[event.trial]
+    rungs = state.brackets[trial.bracket].rungs
+    cut = False
+    for index, rung in enumerate(rungs[:trial.rung]):
+        if trial.id in rung.keys and not before[index]:
+            cut |= rung.rank(trial.id) >= math.ceil(len(rung) / algorithm.eta)
+    stopped = any(isinstance(d, StopTrial) and d.trial == trial.id for d in decisions)
+    assert stopped == (cut and before[-1])
+
+
+def check_duplicate_and_stale(algorithm, state, event):
+    copy = algorithm.load_state(state.to_data())
+    assert step(algorithm, copy, event) == [], "a duplicated result decided something"
+    assert packed(copy) == packed(state), "a duplicated result changed the state"
+    trial = state.trials[event.trial]
+    if trial.attempt > 1:
+        brackets = [b.to_data() for b in copy.brackets]
+        best = -1e9 if algorithm.maximise is False else 1e9
+        stale = ResultReported(trial.id, trial.attempt - 1, 1e6, {algorithm.metric: best})
+        assert step(algorithm, copy, stale) == []
+        assert [b.to_data() for b in copy.brackets] == brackets, "a stale result moved a ranking"
+
+
+@settings(max_examples=60, deadline=None)
+@given(studies)
+def test_conformance(study):
+    algorithm, result = simulate(study)
+    records = result.records
+    assert records, "the simulation stepped nothing"
+
+    # Same seed, same events: the same decisions, record for record.
+    _, again = simulate(study)
+    assert [msgpack.packb(record_to_data(*r)) for r in again.records] == [
+        msgpack.packb(record_to_data(*r)) for r in records]
+
+    # Folding the records, checking every step on the way.
+    state = algorithm.initial_state(study["seed"])
+    stopping = isinstance(algorithm, ASHA) and algorithm.stopping
+    results = 0
+    for index, (event, decisions) in enumerate(records):
+        if stopping and isinstance(event, ResultReported):
+            trial = state.trials[event.trial]
+            rungs = state.brackets[trial.bracket].rungs
+            before = [trial.id in r.keys for r in rungs[:trial.rung]] + [
+                trial.status == TrialStatus.RUNNING and "cut" not in trial.info
+                and event.attempt == trial.attempt]
+        algorithm.apply(state, event)
+        snapshot = packed(state)
+        first = algorithm.decide(state, event)
+        assert packed(state) == snapshot, "decide wrote to the state"
+        assert first == decisions[:len(first)]
+        for decision in decisions:
+            check_decision(algorithm, state, decision)
+            algorithm.apply(state, decision)
+        check_state(algorithm, state)
+        if isinstance(event, ResultReported):
+            results += 1
+            if stopping:
+                check_stopping_cut(algorithm, state, event, before, decisions)
+            if index % 7 == 0:
+                check_duplicate_and_stale(algorithm, state, event)
+    assert packed(state) == packed(result.state)
+    # Every result the workers sent is counted once or kept aside as stale.
+    assert sum(len(t.history) for t in state.trials) + state.stale_results == results
+
+    # Through msgpack, as the journal will store them, and from a snapshot halfway.
+    wire = [msgpack.unpackb(msgpack.packb(record_to_data(*r))) for r in records]
+    decoded = [record_from_data(r) for r in wire]
+    assert packed(replay(algorithm, algorithm.initial_state(study["seed"]), decoded)) == packed(state)
+    half = len(decoded) // 2
+    snapshot = replay(algorithm, algorithm.initial_state(study["seed"]), decoded[:half])
+    restored = algorithm.load_state(msgpack.unpackb(msgpack.packb(snapshot.to_data())))
+    assert packed(replay(algorithm, restored, decoded[half:])) == packed(state)
