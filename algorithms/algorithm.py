@@ -23,7 +23,8 @@ milestones. The shared rules, for all of them:
   An attempt that fails in user code fails the trial at once: retrying a deterministic error wastes a
   worker.
 - A result counts once: (trial, attempt, step) seen before is a no-op, and a result of a superseded
-  attempt is kept aside as stale and never ranked. NaN or infinite metrics rank worst.
+  attempt is kept aside as stale and never ranked. NaN or infinite metrics rank worst, and a trial
+  ranked on one is never promoted.
 - A result reaching a rung's budget records the trial's ranking key in that rung; an attempt that ends
   at its budget leaves the trial paused (promotable) below the top rung and completed at the top.
 - Limits: no new trial beyond `max_trials`, no attempt that would take the budget handed out past
@@ -345,13 +346,16 @@ class Algorithm:
         trial = self._trial(state, event.trial)
         if trial is None or event.attempt > trial.attempt:
             return
-        entry = [event.attempt, event.step, dict(event.metrics)]
-        if event.attempt < trial.attempt:
-            trial.stale.append(entry)
-            state.stale_results += 1
-            return
-        if trial.step is not None and event.step <= trial.step:
+        current = event.attempt == trial.attempt
+        if current and trial.step is not None and event.step <= trial.step:
             return  # seen already: results of one attempt arrive in order
+        entry = [event.attempt, event.step, dict(event.metrics)]
+        if not current or trial.status not in (TrialStatus.RUNNING, TrialStatus.STOPPED):
+            # A superseded attempt, or one declared lost that was only late: kept aside, once.
+            if not _seen(trial, event.attempt, event.step):
+                trial.stale.append(entry)
+                state.stale_results += 1
+            return
         value = event.metrics.get(self.metric)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             value = math.nan  # a missing or non-numeric metric ranks worst, like NaN
@@ -390,7 +394,7 @@ class Algorithm:
                 return
             trial.status = TrialStatus.PAUSED
             trial.reason = f"trained to rung {trial.rung}"
-            if trial.id in rung.keys:
+            if trial.id in rung.keys and math.isfinite(rung.keys[trial.id]):
                 rung.open(trial.id)
             rung.ended += 1
             self._bracket_changed(state, bracket)
@@ -433,3 +437,13 @@ class Algorithm:
         trial.status = TrialStatus.PENDING
         trial.reason = f"attempt {trial.attempt} lost: {reason}"
         state.retry.append(tid)
+
+
+def _seen(trial: Trial, attempt: int, step: float) -> bool:
+    """Whether a result of an earlier attempt was counted or kept as stale already."""
+    for entry in reversed(trial.history):
+        if entry[0] < attempt:
+            break  # the history runs in attempt order
+        if entry[0] == attempt and entry[1] == step:
+            return True
+    return any(entry[0] == attempt and entry[1] == step for entry in trial.stale)

@@ -72,8 +72,8 @@ class ASHA(Algorithm):
         self.stopping = variant == "stopping"
         rates = range(early_stopping_rate, early_stopping_rate + brackets)
         self.rung_budgets = [asha_budgets(min_budget, max_budget, eta, s) for s in rates]
-        # Hyperband lists its brackets from s = s_max down; ASHA's rate s is Hyperband's s_max - s.
-        sizes = [bracket[0][0] for bracket in hyperband_brackets(min_budget, max_budget, eta)][::-1]
+        # ASHA's rate s is Hyperband's bracket s_max - s, which Hyperband lists s-th (s_max first).
+        sizes = [bracket[0][0] for bracket in hyperband_brackets(min_budget, max_budget, eta)]
         self.cycle = weighted_cycle([sizes[s] for s in rates])
 
     def _initial_brackets(self) -> list[Bracket]:

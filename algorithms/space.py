@@ -142,7 +142,7 @@ class Fixed:
     value: Any
 
     def validate(self, name: str) -> None:
-        _check_values(name, "fixed value", (self.value,))
+        _check_values(name, "fixed", (self.value,))
 
     def sample(self, rng: np.random.Generator) -> Any:
         return self.value

@@ -1,0 +1,45 @@
+"""The dependency direction and the purity of the core, checked by parsing the source."""
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CORE = sorted((ROOT / "algorithms").glob("*.py"))
+
+# The core may use the standard library's pure parts, numpy and scipy, and itself.
+FORBIDDEN_MODULES = {
+    "broker", "worker", "rung", "zmq", "msgpack", "socket", "asyncio", "threading", "multiprocessing",
+    "subprocess", "random", "time", "datetime", "uuid", "os", "io", "pathlib", "pickle", "signal",
+}
+
+
+def imported_modules(path):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            yield node.lineno, node.module
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda p: p.name)
+def test_the_core_imports_nothing_of_the_runtime_and_no_clock_socket_file_or_global_rng(path):
+    for line, module in imported_modules(path):
+        top = module.split(".")[0]
+        assert top not in FORBIDDEN_MODULES, f"{path.name}:{line} imports {module}"
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda p: p.name)
+def test_the_core_draws_only_from_derived_generators(path):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        # np.random.<function>(...) other than the generator machinery would use numpy's global state.
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+            if node.value.attr == "random" and getattr(node.value.value, "id", None) in ("np", "numpy"):
+                assert node.attr in ("SeedSequence", "PCG64", "Generator"), (
+                    f"{path.name}:{node.lineno} uses np.random.{node.attr}")
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "open":
+            pytest.fail(f"{path.name}:{node.lineno} opens a file")
