@@ -1,0 +1,56 @@
+"""rung's wire protocol, version 1.0. This docstring is the contract; `codec.py` enforces it.
+
+Transport: ZeroMQ, a ROUTER socket on the broker and a DEALER socket on each worker. A message is
+two frames, or three for those that carry bytes:
+
+    frame 0   header   b"RUNG" + one byte, the major version (1). Checked before anything is parsed;
+                       a peer with another major version gets an error and is not understood.
+    frame 1   payload  one msgpack map: "t" (the message type), "v" (the sender's minor version),
+                       then the fields of that type (see `messages.py`). Unknown fields are ignored.
+    frame 2   data     raw bytes, only for `checkpoint_chunk` and `chunk`.
+
+Rules:
+- A worker MUST send `hello` after every connect; the broker answers `welcome` with the heartbeat
+  interval and the liveness window. The worker's identity is (worker, incarnation) in the payload:
+  ZeroMQ routing ids change on every reconnect and are never used to name a worker.
+- A worker MUST send a message at least every heartbeat interval, from its own loop (ZeroMQ's own
+  heartbeats are answered by a background thread, so a stuck worker would still look alive). Any
+  message counts. The broker declares a worker lost when its monotonic clock has seen nothing from
+  it for the liveness window.
+- Trial messages (`result`, `checkpoint_end`, `ended`) carry (trial, attempt, seq), seq counting the
+  attempt's messages from 1. The broker journals them, then sends `ack` with the highest seq done; the
+  worker keeps every unacknowledged message and sends them again, in order, after each `welcome`.
+  So every message MUST be safe to receive twice, and is: the broker drops a seq it has seen.
+- A checkpoint is uploaded as `checkpoint_begin`, `checkpoint_chunk`s in offset order, then
+  `checkpoint_end`; begin and chunks are idempotent, and the upload counts once the end is acked.
+  Resumption fetches a stored checkpoint with `fetch`, answered by `chunk`s.
+- A message the broker cannot accept gets `error` naming the problem and changes nothing; a peer that
+  keeps sending bad messages is disconnected. Nothing is ever pickled.
+"""
+
+from .codec import HEADER, MAJOR, MINOR, ProtocolError, decode, encode
+from .messages import (
+    SEQUENCED,
+    Ack,
+    CheckpointBegin,
+    CheckpointChunk,
+    CheckpointEnd,
+    Chunk,
+    Ended,
+    Error,
+    Fetch,
+    Goodbye,
+    Heartbeat,
+    Hello,
+    Result,
+    Run,
+    Shutdown,
+    Stop,
+    Welcome,
+)
+
+__all__ = [
+    "HEADER", "MAJOR", "MINOR", "SEQUENCED", "Ack", "CheckpointBegin", "CheckpointChunk",
+    "CheckpointEnd", "Chunk", "Ended", "Error", "Fetch", "Goodbye", "Heartbeat", "Hello",
+    "ProtocolError", "Result", "Run", "Shutdown", "Stop", "Welcome", "decode", "encode",
+]

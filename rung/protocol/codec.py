@@ -1,0 +1,259 @@
+"""The sans-I/O codec: `encode(message) -> frames` and `decode(frames) -> message`.
+
+`decode` takes whatever bytes a peer sent and either returns one of the message values of
+`messages.py` or raises `ProtocolError`; it raises nothing else, whatever the input (a test feeds it
+garbage to hold it to that). The checks run in this order, cheapest first:
+
+1. the frame count (two, or three for the messages that carry bytes) and each frame's size;
+2. the header frame: the magic, then the major version, before any byte of the payload is parsed;
+3. msgpack with limits on every length, no ext types, str map keys only;
+4. a walk over the decoded value, since msgpack turns its timestamp ext type into an object even
+   when ext types are refused: only None, bool, int, float, str, bytes, list and str-keyed maps,
+   nested at most a few levels;
+5. the schema of the message type: every field present with its type; unknown fields are ignored
+   so that a peer of a newer minor version can add fields.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from typing import Any, Callable
+
+import msgpack
+
+from . import messages as m
+
+MAGIC = b"RUNG"
+MAJOR = 1
+MINOR = 0
+HEADER = MAGIC + bytes([MAJOR])
+
+MAX_PAYLOAD = 1 << 20  # one msgpack map: configs, metrics and reasons fit with room to spare
+MAX_DATA = 4 << 20  # one checkpoint chunk
+MAX_DEPTH = 8
+_UNPACK_LIMITS = dict(
+    max_str_len=MAX_PAYLOAD, max_bin_len=MAX_PAYLOAD, max_array_len=1 << 16, max_map_len=1 << 16,
+    max_ext_len=0,
+)
+
+
+class ProtocolError(Exception):
+    """A message that cannot be accepted; the text names the problem."""
+
+
+# Field checks: each returns the (possibly normalised) value or raises ProtocolError.
+
+def _int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProtocolError(f"`{name}` must be an int >= 0, got {_show(value)}")
+    return value
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProtocolError(f"`{name}` must be a number, got {_show(value)}")
+    return value
+
+
+def _finite(name: str, value: Any) -> float:
+    if not math.isfinite(_number(name, value)):
+        raise ProtocolError(f"`{name}` must be finite, got {value!r}")
+    return value
+
+
+def _str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ProtocolError(f"`{name}` must be a str, got {_show(value)}")
+    return value
+
+
+def _optional_str(name: str, value: Any) -> str | None:
+    return None if value is None else _str(name, value)
+
+
+def _bytes(name: str, value: Any) -> bytes:
+    if not isinstance(value, bytes):
+        raise ProtocolError(f"`{name}` must be bytes, got {_show(value)}")
+    return value
+
+
+def _metrics(name: str, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"`{name}` must be a map, got {_show(value)}")
+    for key, number in value.items():
+        _number(f"{name}.{key}", number)  # NaN and infinities are allowed: a diverged run says so
+    return value
+
+
+def _config(name: str, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"`{name}` must be a map, got {_show(value)}")
+    for key, item in value.items():
+        if isinstance(item, (list, dict, bytes)):
+            raise ProtocolError(f"`{name}.{key}` must be a plain value, got {_show(item)}")
+    return value
+
+
+def _pairs(name: str, value: Any) -> list:
+    if not isinstance(value, list):
+        raise ProtocolError(f"`{name}` must be a list, got {_show(value)}")
+    for pair in value:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ProtocolError(f"`{name}` must hold [trial, attempt] pairs, got {_show(pair)}")
+        _int(name, pair[0])
+        _int(name, pair[1])
+    return value
+
+
+def _trainable(name: str, value: Any) -> Any:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, list) and value and all(isinstance(a, str) for a in value):
+        return value
+    raise ProtocolError(f"`{name}` must be 'module:function' or a command line, got {_show(value)}")
+
+
+def _outcome(name: str, value: Any) -> str:
+    if value not in ("finished", "failed"):
+        raise ProtocolError(f"`{name}` must be 'finished' or 'failed', got {_show(value)}")
+    return value
+
+
+_CHECKS: dict[type, dict[str, Callable[[str, Any], Any]]] = {
+    m.Hello: dict(worker=_str, incarnation=_int, accelerator=_str, host=_str, pid=_int, running=_pairs),
+    m.Heartbeat: dict(worker=_str, incarnation=_int),
+    m.Result: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, seq=_int, step=_finite,
+                   metrics=_metrics),
+    m.CheckpointBegin: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, upload=_str,
+                            step=_finite, size=_int, digest=_str),
+    m.CheckpointChunk: dict(worker=_str, incarnation=_int, upload=_str, offset=_int, data=_bytes),
+    m.CheckpointEnd: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, seq=_int,
+                          upload=_str),
+    m.Ended: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, seq=_int, outcome=_outcome,
+                  reason=_str),
+    m.Fetch: dict(worker=_str, incarnation=_int, key=_str, offset=_int, length=_int),
+    m.Goodbye: dict(worker=_str, incarnation=_int, reason=_str),
+    m.Welcome: dict(worker=_str, heartbeat=_finite, liveness=_finite),
+    m.Run: dict(trial=_int, attempt=_int, trainable=_trainable, config=_config, budget=_finite,
+                checkpoint=_optional_str, checkpoint_step=_finite, checkpoint_size=_int, reason=_str),
+    m.Stop: dict(trial=_int, attempt=_int, reason=_str),
+    m.Ack: dict(trial=_int, attempt=_int, seq=_int),
+    m.Chunk: dict(key=_str, offset=_int, data=_bytes),
+    m.Error: dict(reason=_str),
+    m.Shutdown: dict(reason=_str),
+}
+# The wire names of the message types: the only place a kind of message is named by a string.
+_NAMES = {
+    m.Hello: "hello", m.Heartbeat: "heartbeat", m.Result: "result",
+    m.CheckpointBegin: "checkpoint_begin", m.CheckpointChunk: "checkpoint_chunk",
+    m.CheckpointEnd: "checkpoint_end", m.Ended: "ended", m.Fetch: "fetch", m.Goodbye: "goodbye",
+    m.Welcome: "welcome", m.Run: "run", m.Stop: "stop", m.Ack: "ack", m.Chunk: "chunk",
+    m.Error: "error", m.Shutdown: "shutdown",
+}
+_TYPES = {name: cls for cls, name in _NAMES.items()}
+_WITH_DATA = (m.CheckpointChunk, m.Chunk)  # their `data` travels as a third frame
+assert set(_CHECKS) == set(_NAMES)
+assert all(set(_CHECKS[cls]) == {f.name for f in fields(cls)} for cls in _CHECKS)
+
+
+def encode(message) -> list[bytes]:
+    cls = type(message)
+    if cls not in _NAMES:
+        raise TypeError(f"not a protocol message: {message!r:.200}")
+    body = {"t": _NAMES[cls], "v": MINOR}
+    for name in _CHECKS[cls]:
+        if name != "data" or cls not in _WITH_DATA:
+            body[name] = getattr(message, name)
+    frames = [HEADER, msgpack.packb(body, use_bin_type=True)]
+    if cls in _WITH_DATA:
+        frames.append(bytes(message.data))
+    return frames
+
+
+def decode(frames: list) -> Any:
+    if not isinstance(frames, (list, tuple)) or not 2 <= len(frames) <= 3:
+        count = len(frames) if isinstance(frames, (list, tuple)) else "no list of"
+        raise ProtocolError(f"a message has 2 or 3 frames, got {count}")
+    frames = [_frame(frame) for frame in frames]
+    _check_header(frames[0])
+    if len(frames[1]) > MAX_PAYLOAD:
+        raise ProtocolError(f"payload of {len(frames[1])} bytes exceeds {MAX_PAYLOAD}")
+    body = _unpack(frames[1])
+    cls = _TYPES.get(body.get("t")) if isinstance(body.get("t"), str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown message type {_show(body.get('t'))}")
+    _int("v", body.get("v"))
+    values = {}
+    for name, check in _CHECKS[cls].items():
+        if name == "data" and cls in _WITH_DATA:
+            if len(frames) != 3:
+                raise ProtocolError(f"{_NAMES[cls]} must carry its bytes in a third frame")
+            if len(frames[2]) > MAX_DATA:
+                raise ProtocolError(f"chunk of {len(frames[2])} bytes exceeds {MAX_DATA}")
+            values[name] = frames[2]
+            continue
+        if name not in body:
+            raise ProtocolError(f"{_NAMES[cls]} lacks `{name}`")
+        values[name] = check(name, body[name])
+    if cls not in _WITH_DATA and len(frames) == 3:
+        raise ProtocolError(f"{_NAMES[cls]} carries an unexpected third frame")
+    return cls(**values)
+
+
+def _frame(frame: Any) -> bytes:
+    if isinstance(frame, bytes):
+        return frame
+    try:
+        return bytes(memoryview(frame))  # zmq.Frame and bytearray
+    except TypeError:
+        raise ProtocolError(f"a frame must be bytes, got {type(frame).__name__}") from None
+
+
+def _check_header(header: bytes) -> None:
+    if header == HEADER:
+        return
+    if len(header) == len(HEADER) and header.startswith(MAGIC):
+        raise ProtocolError(f"protocol major version {header[-1]}, but this side speaks {MAJOR}")
+    raise ProtocolError("not a rung message (bad magic)")
+
+
+def _reject_ext(code: int, data: bytes):
+    raise ProtocolError(f"msgpack ext type {code} is not allowed")
+
+
+def _unpack(payload: bytes) -> dict:
+    try:
+        body = msgpack.unpackb(payload, raw=False, strict_map_key=True, ext_hook=_reject_ext,
+                               **_UNPACK_LIMITS)
+    except ProtocolError:
+        raise
+    except Exception as error:  # msgpack raises many types for malformed input
+        raise ProtocolError(f"payload is not valid msgpack: {type(error).__name__}") from None
+    _walk(body, 0)
+    if not isinstance(body, dict):
+        raise ProtocolError(f"payload must be a map, got {_show(body)}")
+    return body
+
+
+def _walk(value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise ProtocolError(f"payload nests deeper than {MAX_DEPTH}")
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return
+    if isinstance(value, list):
+        for item in value:
+            _walk(item, depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ProtocolError(f"map keys must be str, got {_show(key)}")
+            _walk(item, depth + 1)
+        return
+    raise ProtocolError(f"payload holds a {type(value).__name__}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"

@@ -1,0 +1,187 @@
+"""The messages of rung's wire protocol: two closed sets of frozen values.
+
+Worker to broker, every message names the worker and its incarnation (a number the worker draws when
+its process starts, so the broker can tell a restarted worker from a reconnecting one). Trial messages
+also carry (trial, attempt, seq): seq counts the attempt's trial messages from 1, so the broker can
+acknowledge them cumulatively and drop repeats.
+
+Broker to worker, messages carry what the worker needs and nothing of the broker's state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+# Worker -> broker ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First message after every (re)connect. `running` lists the attempts the worker still has."""
+
+    worker: str
+    incarnation: int
+    accelerator: str
+    host: str
+    pid: int
+    running: list = field(default_factory=list)  # [[trial, attempt], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    worker: str
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    worker: str
+    incarnation: int
+    trial: int
+    attempt: int
+    seq: int
+    step: float
+    metrics: dict
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointBegin:
+    """An upload of `size` bytes with sha256 `digest` starts under the worker's name `upload`.
+    Begin and chunks are idempotent; the upload counts once its `CheckpointEnd` is acknowledged."""
+
+    worker: str
+    incarnation: int
+    trial: int
+    attempt: int
+    upload: str
+    step: float
+    size: int
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointChunk:
+    """Bytes of an upload at `offset`; the bytes travel in their own frame."""
+
+    worker: str
+    incarnation: int
+    upload: str
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointEnd:
+    worker: str
+    incarnation: int
+    trial: int
+    attempt: int
+    seq: int
+    upload: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """An attempt ended: `outcome` is "finished" or "failed", with a human reason."""
+
+    worker: str
+    incarnation: int
+    trial: int
+    attempt: int
+    seq: int
+    outcome: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Asks for `length` bytes of the stored checkpoint `key` from `offset`."""
+
+    worker: str
+    incarnation: int
+    key: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    worker: str
+    incarnation: int
+    reason: str
+
+
+# Broker -> worker ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """Answers Hello: how often to heartbeat, and after how long without a message the broker
+    declares the worker lost."""
+
+    worker: str
+    heartbeat: float
+    liveness: float
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Run one attempt of a trial up to `budget`, resuming from checkpoint `checkpoint` (a key to
+    fetch, `checkpoint_size` bytes, taken at `checkpoint_step`) when one is given."""
+
+    trial: int
+    attempt: int
+    trainable: Any  # "module:function" or a command line (list of str)
+    config: dict
+    budget: float
+    checkpoint: str | None
+    checkpoint_step: float
+    checkpoint_size: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    trial: int
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Every trial message of the attempt up to `seq` is journaled: the worker may forget them."""
+
+    trial: int
+    attempt: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Bytes of a stored checkpoint at `offset`, in their own frame; empty at the end."""
+
+    key: str
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """The broker could not accept a message; `reason` names the problem."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    reason: str
+
+
+WorkerMessage = (
+    Hello | Heartbeat | Result | CheckpointBegin | CheckpointChunk | CheckpointEnd | Ended | Fetch
+    | Goodbye
+)
+BrokerMessage = Welcome | Run | Stop | Ack | Chunk | Error | Shutdown
+SEQUENCED = (Result, CheckpointEnd, Ended)  # the trial messages a worker keeps until acknowledged
