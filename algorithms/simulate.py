@@ -121,18 +121,19 @@ class Simulator:
         self.stepper = stepper
 
     def run(self, *, until: float | None = None, target: float | None = None,
-            max_events: int | None = None, state: State | None = None) -> SimulationResult:
-        """Simulate until the study finishes, the clock passes `until`, the best metric reaches
-        `target`, or `max_events` events were stepped, whichever comes first."""
-        return _Run(self, state, until, target, max_events).result()
+            max_events: int | None = None) -> SimulationResult:
+        """Simulate a fresh study until it finishes, the clock passes `until`, the best metric
+        reaches `target`, or `max_events` events were stepped, whichever comes first (a happening
+        under way completes: a report steps its result, checkpoint and end together)."""
+        return _Run(self, until, target, max_events).result()
 
 
 class _Run:
-    def __init__(self, sim: Simulator, state: State | None, until: float | None,
-                 target: float | None, max_events: int | None):
+    def __init__(self, sim: Simulator, until: float | None, target: float | None,
+                 max_events: int | None):
         self.sim = sim
         self.algorithm = sim.algorithm
-        self.state = state if state is not None else sim.algorithm.initial_state(sim.seed)
+        self.state = sim.algorithm.initial_state(sim.seed)
         self.maximise = sim.algorithm.maximise
         self.target_key = None if target is None else ranking_key(target, self.maximise)
         self.heap: list[tuple] = []

@@ -242,18 +242,23 @@ class Space:
         return data
 
     @classmethod
-    def from_data(cls, data: Mapping[str, list]) -> "Space":
+    def from_data(cls, data: Mapping[str, Any]) -> "Space":
+        """The inverse of `to_data`; trailing optional arguments may be left out, and a value that
+        is not a list is a fixed parameter (as a study file writes them)."""
         builders = {
-            "uniform": lambda low, high, q: Uniform(low, high, q),
-            "loguniform": lambda low, high, q: LogUniform(low, high, q),
-            "randint": lambda low, high, log: IntUniform(low, high, log),
+            "uniform": lambda low, high, q=None: Uniform(low, high, q),
+            "loguniform": lambda low, high, q=None: LogUniform(low, high, q),
+            "randint": lambda low, high, log=False: IntUniform(low, high, log),
             "choice": lambda values: Choice(tuple(values)),
             "grid": lambda values: Grid(tuple(values)),
             "fixed": lambda value: Fixed(value),
         }
         params = {}
         for name, spec in data.items():
-            if not isinstance(spec, (list, tuple)) or not spec or spec[0] not in builders:
+            if not isinstance(spec, (list, tuple)):
+                params[name] = Fixed(spec)
+                continue
+            if not spec or spec[0] not in builders:
                 raise ValueError(f"parameter `{name}`: unknown domain {spec!r}")
             try:
                 params[name] = builders[spec[0]](*spec[1:])

@@ -4,19 +4,20 @@
 `State.from_data` rebuilds an equal state, derived indexes included. Only an algorithm's `apply` writes
 a state; `decide` reads it.
 
-Rankings are kept incrementally: a `Rung` holds each member's ranking key in a sorted list, so the
-rank of a member and the best promotable member are found by bisection, whatever the study's size.
+Rankings are kept incrementally: a `Rung` holds its members' ranking keys in a `SortedKeys`, so
+inserting a member, its rank and the best promotable member cost O(log n) at any study size.
 A ranking key is "smaller is better": the metric itself when minimising, its negation when maximising,
 and +inf for NaN or infinite metrics, so that they rank worst; ties go to the older trial.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections import deque
 from enum import IntEnum
 from typing import Any
+
+from .sortedkeys import SortedKeys
 
 
 class TrialStatus(IntEnum):
@@ -98,38 +99,36 @@ class Rung:
         self.promoted: list[int] = []
         self.entered = 0  # attempts that were started or promoted into this rung
         self.ended = 0  # of those, how many came to an end (recorded, failed, stopped)
-        self._ranked: list[tuple[float, int]] = []
-        self._open: list[tuple[float, int]] = []  # recorded, paused, not promoted yet
+        self._ranked = SortedKeys()
+        self._open = SortedKeys()  # recorded, paused, not promoted yet
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def record(self, trial: int, key: float) -> None:
         self.keys[trial] = key
-        bisect.insort(self._ranked, (key, trial))
+        self._ranked.add((key, trial))
 
     def rank(self, trial: int) -> int:
         """How many members rank strictly ahead of `trial` (0 for the best)."""
-        return bisect.bisect_left(self._ranked, (self.keys[trial], trial))
+        return self._ranked.rank((self.keys[trial], trial))
 
     def key_at(self, rank: int) -> float:
         return self._ranked[rank][0]
 
     def open(self, trial: int) -> None:
-        bisect.insort(self._open, (self.keys[trial], trial))
+        self._open.add((self.keys[trial], trial))
 
     def close(self, trial: int) -> None:
-        entry = (self.keys[trial], trial)
-        index = bisect.bisect_left(self._open, entry)
-        if index < len(self._open) and self._open[index] == entry:
-            del self._open[index]
+        self._open.remove((self.keys[trial], trial))
 
     def promote(self, trial: int) -> None:
         self.close(trial)
         self.promoted.append(trial)
 
     def best_open(self) -> int | None:
-        return self._open[0][1] if self._open else None
+        best = self._open.first()
+        return None if best is None else best[1]
 
     def open_trials(self):
         return (trial for _, trial in self._open)
@@ -148,9 +147,9 @@ class Rung:
     def from_data(cls, data: dict[str, Any]) -> "Rung":
         rung = cls(data["budget"])
         rung.keys = {trial: key for trial, key in data["keys"]}
-        rung._ranked = sorted((key, trial) for trial, key in rung.keys.items())
+        rung._ranked = SortedKeys((key, trial) for trial, key in rung.keys.items())
         rung.promoted = list(data["promoted"])
-        rung._open = sorted((rung.keys[trial], trial) for trial in data["open"])
+        rung._open = SortedKeys((rung.keys[trial], trial) for trial in data["open"])
         rung.entered = data["entered"]
         rung.ended = data["ended"]
         return rung

@@ -25,15 +25,15 @@ from .space import Space
 from .state import Bracket, State
 
 
-def rung_complete(bracket: Bracket, index: int) -> bool:
-    rung = bracket.rungs[index]
-    return rung_closed(bracket, index) and rung.ended == rung.entered
-
-
-def rung_closed(bracket: Bracket, index: int) -> bool:
-    if index == 0:
-        return bracket.rungs[0].entered >= bracket.sizes[0]
-    return rung_complete(bracket, index - 1) and best_promotable(bracket, index - 1) is None
+def complete_rungs(bracket: Bracket) -> list[bool]:
+    """Whether each rung is complete, bottom up: one pass, since a rung closes on the one below."""
+    complete = []
+    closed = bracket.rungs[0].entered >= bracket.sizes[0]
+    for index, rung in enumerate(bracket.rungs):
+        done = closed and rung.ended == rung.entered
+        complete.append(done)
+        closed = done and index + 1 < len(bracket.rungs) and best_promotable(bracket, index) is None
+    return complete
 
 
 def best_promotable(bracket: Bracket, index: int) -> int | None:
@@ -77,8 +77,9 @@ class _Synchronous(Algorithm):
         return self._new_trial_job(state, plan[0][1], index, 0, f"bracket {index} opens")
 
     def _bracket_job(self, state: State, bracket: Bracket) -> Job | None:
+        complete = complete_rungs(bracket)
         for index in range(len(bracket.rungs) - 2, -1, -1):
-            if rung_complete(bracket, index):
+            if complete[index]:
                 best = best_promotable(bracket, index)
                 if best is not None:
                     job = self._promotion_job(
@@ -94,7 +95,7 @@ class _Synchronous(Algorithm):
         return None
 
     def _bracket_changed(self, state: State, bracket: Bracket) -> None:
-        if bracket.index in state.live_brackets and rung_complete(bracket, len(bracket.rungs) - 1):
+        if bracket.index in state.live_brackets and complete_rungs(bracket)[-1]:
             state.live_brackets.remove(bracket.index)
 
 

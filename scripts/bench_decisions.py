@@ -100,15 +100,20 @@ def measure(name: str, algorithm, benchmark, sizes, window: int, repeats: int,
     """Rows per size, the steps of every repeat pooled; wall seconds of each repeat."""
     windows: dict[int, list[np.ndarray]] = {size: [] for size in sizes}
     walls = []
+    starts = None
     for _ in range(repeats):
         began = time.perf_counter()
         ns, trials = timed_run(algorithm, benchmark, max(sizes), window)
         walls.append(time.perf_counter() - began)
-        for size in sizes:
-            # The run is a pure function of its settings, so every repeat has the same windows.
-            start = start_of(trials, size)
+        # A run is a pure function of its settings, so pooling is sound only if the windows agree.
+        found = [start_of(trials, size) for size in sizes]
+        if starts is not None and found != starts:
+            raise RuntimeError(f"{name}: repeats disagree on the windows ({starts} vs {found})")
+        starts = found
+        for size, start in zip(sizes, starts):
             windows[size].append(ns[start:start + window])
-    rows = [window_row(name, size, start_of(trials, size), windows[size], trials) for size in sizes]
+    rows = [window_row(name, size, start, windows[size], trials)
+            for size, start in zip(sizes, starts)]
     return rows, walls
 
 
