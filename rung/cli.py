@@ -1,15 +1,25 @@
 """The `rung` command line.
 
-`rung simulate` runs a study in the simulator: virtual workers on the crossing-curves benchmark, the
-same algorithms and the same `step` as a real study, in seconds. It is how to see what an algorithm
-does at a scale no test machine has. Errors are one line on stderr and exit status 2.
+    rung run FILE [--workers N] [--dir DIR]       broker and local workers in one command
+    rung broker --study FILE --dir DIR [--bind ADDR] [--insecure]
+    rung worker --connect ADDR [--gpu N | --gpus all|LIST]
+    rung status DIR                               trials per rung and status, workers, best so far
+    rung results DIR [--top K] [--format table|csv|json]
+    rung simulate [--algorithm NAME] [--workers N] ...   a study on virtual workers, in simulated time
+
+Errors are one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 from rung.algorithms import (
     ASHA,
@@ -23,8 +33,9 @@ from rung.algorithms import (
 )
 from rung.algorithms.benchmarks import CrossingCurves
 from rung.algorithms.simulate import Simulator
+from rung.study import Study
 
-ALGORITHMS = {
+SIMULATED = {
     "random": lambda a, space: RandomSearch(space, budget=a.max_budget, **limits(a)),
     "sha": lambda a, space: SuccessiveHalving(space, n_configs=a.n_configs, min_budget=a.min_budget,
                                               max_budget=a.max_budget, eta=a.eta, brackets=None,
@@ -46,10 +57,44 @@ def limits(args) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="rung", description=__doc__.split("\n\n")[0])
+    top = argparse.ArgumentParser(prog="rung", description="Distributed hyperparameter tuning.")
     commands = top.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a study: broker and local workers in one command")
+    run.add_argument("study", help="the study file (TOML)")
+    run.add_argument("--workers", type=int, default=2)
+    run.add_argument("--dir", help="the study directory (default: runs/NAME); rerun to resume")
+    run.add_argument("--progress-timeout", type=float, default=600.0,
+                     help="fail an attempt silent for this many seconds")
+
+    broker = commands.add_parser("broker", help="run the broker of a study (head node)")
+    broker.add_argument("--study", required=True)
+    broker.add_argument("--dir", required=True)
+    broker.add_argument("--bind", default="tcp://127.0.0.1:5555")
+    broker.add_argument("--insecure", action="store_true",
+                        help="allow binding beyond the loopback without authentication")
+    broker.add_argument("--heartbeat", type=float, default=0.5)
+    broker.add_argument("--liveness", type=float, default=5.0)
+
+    worker = commands.add_parser("worker", help="run a worker (one per accelerator)")
+    worker.add_argument("--connect", required=True)
+    device = worker.add_mutually_exclusive_group()
+    device.add_argument("--gpu", help="pin this device (sets CUDA_VISIBLE_DEVICES and the like)")
+    device.add_argument("--gpus", help="'all' or a list like 0,1: one worker per device")
+    worker.add_argument("--name")
+    worker.add_argument("--progress-timeout", type=float, default=600.0)
+    worker.add_argument("--stop-grace", type=float, default=10.0)
+
+    status = commands.add_parser("status", help="a study's trials, workers and best so far")
+    status.add_argument("dir")
+
+    results = commands.add_parser("results", help="a study's trials, the best first")
+    results.add_argument("dir")
+    results.add_argument("--top", type=int, default=None)
+    results.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
     sim = commands.add_parser("simulate", help="run a study on virtual workers in simulated time")
-    sim.add_argument("--algorithm", choices=sorted(ALGORITHMS), default="asha")
+    sim.add_argument("--algorithm", choices=sorted(SIMULATED), default="asha")
     sim.add_argument("--workers", type=int, default=16)
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--max-trials", type=int, default=500)
@@ -67,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
 
 def simulate(args) -> None:
     benchmark = CrossingCurves()
-    algorithm = ALGORITHMS[args.algorithm](args, benchmark.space)
+    algorithm = SIMULATED[args.algorithm](args, benchmark.space)
     progress = Progress(sys.stderr)
     simulator = Simulator(algorithm, benchmark, args.workers, seed=args.seed, report_every=None,
                           drop_rate=args.drop_rate, straggler_rate=args.straggler_rate,
@@ -112,13 +157,148 @@ class Progress:
             self.stream.write("\r" + " " * 70 + "\r")
 
 
+def run_study(args) -> None:
+    from rung.local import run_local
+
+    study = Study.load(args.study)
+    directory = Path(args.dir or Path("runs") / study.name)
+    print(f"rung: study {study.name!r} ({study.algorithm}) in {directory}, {args.workers} workers",
+          file=sys.stderr)
+    broker = run_local(study, directory, args.workers, progress=sys.stderr,
+                       progress_timeout=args.progress_timeout)
+    print(f"finished: {broker.state.finish_reason}" if broker.finished else "stopped")
+    print_results(broker.results(), study, top=10, form="table")
+
+
+def serve_broker(args) -> None:
+    from rung.broker.broker import Broker
+
+    broker = Broker(Study.load(args.study), args.dir, bind=args.bind, insecure=args.insecure,
+                    heartbeat=args.heartbeat, liveness=args.liveness).start()
+    print(f"rung broker: serving {args.dir} on {broker.address}", file=sys.stderr, flush=True)
+    try:
+        broker.wait()
+    finally:
+        broker.stop()
+        broker.wait()
+    print(f"finished: {broker.state.finish_reason}" if broker.finished else "stopped")
+
+
+def serve_workers(args) -> None:
+    from rung.worker.agent import Worker
+    from rung.worker.devices import device_env, parse_gpus
+
+    if args.gpus is not None:
+        devices = parse_gpus(args.gpus)
+        if not devices:
+            print("rung worker: no GPU visible; running one CPU worker", file=sys.stderr)
+        elif len(devices) > 1:
+            children = [subprocess.Popen([sys.executable, "-m", "rung", "worker", "--connect",
+                                          args.connect, "--gpu", d, "--progress-timeout",
+                                          str(args.progress_timeout)]) for d in devices]
+            sys.exit(max(child.wait() for child in children))
+        gpu = devices[0] if devices else None
+    else:
+        gpu = args.gpu
+    accelerator = "cpu" if gpu is None else f"gpu{gpu}"
+    worker = Worker(args.connect, name=args.name, accelerator=accelerator, env=device_env(gpu),
+                    progress_timeout=args.progress_timeout, stop_grace=args.stop_grace)
+    try:
+        reason = worker.run()
+        print(f"rung worker {worker.name}: the study is over: {reason}", file=sys.stderr)
+    finally:
+        worker.cleanup()
+
+
+def load_directory(directory: str):
+    from rung.algorithms.records import record_from_data
+    from rung.broker.broker import trial_rows
+    from rung.broker.journal import read_records
+
+    path = Path(directory) / "journal"
+    if not path.exists():
+        raise ValueError(f"{directory} holds no study (no journal)")
+    records = read_records(path)
+    if not records or not isinstance(records[0], dict) or "study" not in records[0]:
+        raise ValueError(f"{path} does not start with a study")
+    study = Study.from_data(records[0]["study"])
+    algorithm = study.build()
+    state = algorithm.initial_state(study.seed)
+    for data in records[1:]:
+        event, decisions = record_from_data(data)
+        algorithm.apply(state, event)
+        for decision in decisions:
+            algorithm.apply(state, decision)
+    return study, state, trial_rows(state, algorithm.maximise)
+
+
+def show_status(args) -> None:
+    study, state, rows = load_directory(args.dir)
+    print(f"study {study.name!r}: {study.algorithm}, {study.metric} ({study.mode}), "
+          f"{'finished: ' + state.finish_reason if state.finished else 'in progress'}")
+    counts = {s.name.lower(): sum(t.status == s for t in state.trials) for s in TrialStatus}
+    print("trials: " + (", ".join(f"{n} {name}" for name, n in counts.items() if n) or "none"))
+    for bracket in state.brackets:
+        sizes = " ".join(f"{len(r)}@{r.budget:g}" for r in bracket.rungs)
+        print(f"bracket {bracket.index}: rungs (members@budget) {sizes}")
+    busy = {w: t for w, t in state.workers.items() if t is not None}
+    print(f"workers: {len(state.workers)} known, {len(busy)} busy")
+    for worker, tid in sorted(busy.items()):
+        trial = state.trials[tid]
+        print(f"  {worker}: trial {tid} attempt {trial.attempt} to budget {trial.budget:g}")
+    if rows and rows[0]["best"] is not None:
+        print(f"best {study.metric}: {rows[0]['best']:.6g} (trial {rows[0]['trial']}, "
+              f"{json.dumps(rows[0]['config'])})")
+
+
+def show_results(args) -> None:
+    study, _, rows = load_directory(args.dir)
+    print_results(rows, study, top=args.top, form=args.format)
+
+
+def print_results(rows, study, *, top, form) -> None:
+    rows = rows[:top] if top is not None else rows
+    names = sorted({k for r in rows for k in r["config"]})
+    if form == "json":
+        json.dump(rows, sys.stdout, indent=1, default=str)
+        print()
+        return
+    header = ["trial", "status", f"best_{study.metric}", "budget", "attempts", *names]
+    table = [[r["trial"], r["status"], "" if r["best"] is None else f"{r['best']:.6g}",
+              f"{r['budget']:g}", r["attempts"], *(_cell(r["config"].get(n)) for n in names)]
+             for r in rows]
+    if form == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(header)
+        writer.writerows(table)
+        return
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *table)]
+    for line in [header, *table]:
+        print("  ".join(str(c).rjust(w) for c, w in zip(line, widths)))
+
+
+def _cell(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+COMMANDS = {"run": run_study, "broker": serve_broker, "worker": serve_workers, "status": show_status,
+            "results": show_results, "simulate": simulate}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        if args.command == "simulate":
-            simulate(args)
-    except ValueError as error:
+        COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("rung: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as error:
         print(f"rung: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # the runtime's own errors (journal, lock): one line, no traceback
+        if os.environ.get("RUNG_DEBUG"):
+            raise
+        print(f"rung: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     return 0
 

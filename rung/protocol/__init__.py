@@ -16,7 +16,10 @@ Rules:
 - A worker MUST send a message at least every heartbeat interval, from its own loop (ZeroMQ's own
   heartbeats are answered by a background thread, so a stuck worker would still look alive). Any
   message counts. The broker declares a worker lost when its monotonic clock has seen nothing from
-  it for the liveness window.
+  it for the liveness window. The broker answers `heartbeat` with `pong`; a worker that hears
+  nothing for the liveness window reconnects with exponential back-off and jitter, and says hello.
+- A broker that does not know the sender (it restarted, or it declared the worker lost) answers
+  `rejoin`; the worker says hello again, listing the attempts it holds.
 - Trial messages (`result`, `checkpoint_end`, `ended`) carry (trial, attempt, seq), seq counting the
   attempt's messages from 1. The broker journals them, then sends `ack` with the highest seq done; the
   worker keeps every unacknowledged message and sends them again, in order, after each `welcome`.
@@ -42,6 +45,8 @@ from .messages import (
     Goodbye,
     Heartbeat,
     Hello,
+    Pong,
+    Rejoin,
     Result,
     Run,
     Shutdown,
@@ -52,5 +57,5 @@ from .messages import (
 __all__ = [
     "HEADER", "MAJOR", "MINOR", "SEQUENCED", "Ack", "CheckpointBegin", "CheckpointChunk",
     "CheckpointEnd", "Chunk", "Ended", "Error", "Fetch", "Goodbye", "Heartbeat", "Hello",
-    "ProtocolError", "Result", "Run", "Shutdown", "Stop", "Welcome", "decode", "encode",
+    "Pong", "ProtocolError", "Rejoin", "Result", "Run", "Shutdown", "Stop", "Welcome", "decode", "encode",
 ]

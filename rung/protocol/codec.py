@@ -122,19 +122,21 @@ def _outcome(name: str, value: Any) -> str:
 
 _CHECKS: dict[type, dict[str, Callable[[str, Any], Any]]] = {
     m.Hello: dict(worker=_str, incarnation=_int, accelerator=_str, host=_str, pid=_int, running=_pairs),
-    m.Heartbeat: dict(worker=_str, incarnation=_int),
+    m.Heartbeat: dict(worker=_str, incarnation=_int, running=_pairs),
     m.Result: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, seq=_int, step=_finite,
                    metrics=_metrics),
     m.CheckpointBegin: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, upload=_str,
                             step=_finite, size=_int, digest=_str),
     m.CheckpointChunk: dict(worker=_str, incarnation=_int, upload=_str, offset=_int, data=_bytes),
     m.CheckpointEnd: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, seq=_int,
-                          upload=_str),
+                          upload=_str, step=_finite),
     m.Ended: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, seq=_int, outcome=_outcome,
                   reason=_str),
     m.Fetch: dict(worker=_str, incarnation=_int, key=_str, offset=_int, length=_int),
     m.Goodbye: dict(worker=_str, incarnation=_int, reason=_str),
     m.Welcome: dict(worker=_str, heartbeat=_finite, liveness=_finite),
+    m.Pong: dict(worker=_str),
+    m.Rejoin: dict(reason=_str),
     m.Run: dict(trial=_int, attempt=_int, trainable=_trainable, config=_config, budget=_finite,
                 checkpoint=_optional_str, checkpoint_step=_finite, checkpoint_size=_int, reason=_str),
     m.Stop: dict(trial=_int, attempt=_int, reason=_str),
@@ -148,7 +150,7 @@ _NAMES = {
     m.Hello: "hello", m.Heartbeat: "heartbeat", m.Result: "result",
     m.CheckpointBegin: "checkpoint_begin", m.CheckpointChunk: "checkpoint_chunk",
     m.CheckpointEnd: "checkpoint_end", m.Ended: "ended", m.Fetch: "fetch", m.Goodbye: "goodbye",
-    m.Welcome: "welcome", m.Run: "run", m.Stop: "stop", m.Ack: "ack", m.Chunk: "chunk",
+    m.Welcome: "welcome", m.Pong: "pong", m.Rejoin: "rejoin", m.Run: "run", m.Stop: "stop", m.Ack: "ack", m.Chunk: "chunk",
     m.Error: "error", m.Shutdown: "shutdown",
 }
 _TYPES = {name: cls for cls, name in _NAMES.items()}

@@ -19,7 +19,8 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """First message after every (re)connect. `running` lists the attempts the worker still has."""
+    """First message after every (re)connect. `running` lists the attempts the worker holds: running,
+    or ended with messages not yet acknowledged."""
 
     worker: str
     incarnation: int
@@ -31,8 +32,12 @@ class Hello:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
+    """Sent from the worker's own loop; `running` lists the attempts it holds (running, or with
+    messages not yet acknowledged), so the broker can tell a Run that never arrived."""
+
     worker: str
     incarnation: int
+    running: list = field(default_factory=list)  # [[trial, attempt], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,7 @@ class CheckpointEnd:
     attempt: int
     seq: int
     upload: str
+    step: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +130,20 @@ class Welcome:
     worker: str
     heartbeat: float
     liveness: float
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Answers Heartbeat, so that a worker hears from a live broker even when nothing happens."""
+
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejoin:
+    """The broker does not know this worker (it restarted, or declared the worker lost): say hello."""
+
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,5 +203,5 @@ WorkerMessage = (
     Hello | Heartbeat | Result | CheckpointBegin | CheckpointChunk | CheckpointEnd | Ended | Fetch
     | Goodbye
 )
-BrokerMessage = Welcome | Run | Stop | Ack | Chunk | Error | Shutdown
+BrokerMessage = Welcome | Pong | Rejoin | Run | Stop | Ack | Chunk | Error | Shutdown
 SEQUENCED = (Result, CheckpointEnd, Ended)  # the trial messages a worker keeps until acknowledged

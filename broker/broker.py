@@ -1,0 +1,433 @@
+"""The broker: one event loop around the pure algorithm.
+
+Theory of operation. One thread owns a ZeroMQ ROUTER socket, the study state, the journal and the
+checkpoint store. Each loop iteration:
+
+1. waits for messages (at most one heartbeat interval) and drains what has arrived;
+2. turns each into an event, folds it with `step`, and appends the step to the journal;
+3. declares lost every worker the monotonic clock has not heard from for the liveness window;
+4. commits the journal (one fsync for the whole iteration);
+5. only then sends what the steps decided (runs, stops, acks), without ever blocking: a slow or
+   vanished worker never stalls the loop (ROUTER_MANDATORY, non-blocking sends, dropped on failure;
+   the worker's liveness or its next hello reconciles what was dropped).
+
+So an effect never leaves the broker before the decision behind it is durable, and a restarted broker
+replays the journal to the same state, with no `decide` called again. Workers reconnect by themselves;
+their hello lists the attempts they hold, and attempts the state expects but the worker lacks are lost
+(retried), never duplicated. The broker holds no `if` about rungs or budgets: those are the
+algorithm's. Embedding: `Broker(study, directory).start()` runs the loop in a thread; `wait`,
+`results` and `stop` (or a `with` block) drive it from the host program.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from rung import protocol as p
+from rung.algorithms import (
+    AttemptFailed,
+    AttemptFinished,
+    CheckpointStored,
+    PromoteTrial,
+    ResultReported,
+    StartTrial,
+    StopTrial,
+    TrialStatus,
+    WorkerJoined,
+    WorkerLost,
+    WorkerReady,
+    step,
+)
+from rung.algorithms.records import record_from_data, record_to_data
+from rung.study import Study
+
+from .checkpoints import CheckpointError, CheckpointStore
+from .journal import Journal, JournalError
+from .lock import StudyLock
+from .registry import Registry
+
+MAX_BAD_MESSAGES = 20  # a peer past this many undecodable messages is no longer answered
+DRAIN = 1000  # messages handled per iteration before the journal commits
+CHUNK = 1 << 20  # bytes per checkpoint chunk sent to a worker
+COLLECT_EVERY = 10.0  # seconds between checkpoint garbage collections
+
+
+def check_bind(address: str, insecure: bool) -> None:
+    """Binding beyond the loopback needs CurveZMQ or an explicit insecure flag (see DESIGN.md)."""
+    parsed = urllib.parse.urlsplit(address)
+    if parsed.scheme in ("ipc", "inproc"):
+        return
+    if parsed.scheme != "tcp" or not parsed.hostname:
+        raise ValueError(f"`bind` is {address!r}, but must look like tcp://HOST:PORT")
+    host = parsed.hostname
+    loopback = host == "localhost"
+    try:
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if not loopback and not insecure:
+        raise ValueError(f"binding to {host} exposes the broker to the network; pass insecure=True "
+                         "(--insecure) to accept unauthenticated workers there")
+
+
+class Broker:
+    def __init__(self, study: Study, directory: str | Path, *, bind: str = "tcp://127.0.0.1:0",
+                 heartbeat: float = 0.5, liveness: float = 5.0, insecure: bool = False,
+                 linger: float = 2.0):
+        check_bind(bind, insecure)
+        if not 0 < heartbeat < liveness:
+            raise ValueError(f"`heartbeat` is {heartbeat!r}, but must be > 0 and < liveness ({liveness!r})")
+        self.study = study
+        self.directory = Path(directory)
+        self.bind = bind
+        self.heartbeat = heartbeat
+        self.liveness = liveness
+        self.linger = linger
+        self.algorithm = study.build()
+        self.address: str | None = None
+        self._lock = threading.Lock()  # guards the state against readers in other threads
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.state = self.algorithm.initial_state(study.seed)
+
+    # ----------------------------------------------------------------------------------------------
+    # The host program's side.
+
+    def start(self) -> "Broker":
+        """Run the loop in a background thread; return once it is bound (or raise its error)."""
+        self._thread = threading.Thread(target=self._run_recording, name="rung-broker", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def run(self) -> None:
+        """Run the loop in this thread until the study finishes or `stop` is called."""
+        try:
+            self._serve()
+        finally:
+            self._ready.set()
+            self._done.set()
+
+    def _run_recording(self) -> None:
+        try:
+            self.run()
+        except BaseException as error:  # handed to the host thread by start() and wait()
+            self._error = error
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the loop to end; True if it did. Raises the loop's error, if it had one."""
+        done = self._done.wait(timeout)
+        if self._error is not None:
+            raise self._error
+        return done
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    @property
+    def finished(self) -> bool:
+        return self.state.finished
+
+    def results(self) -> list[dict[str, Any]]:
+        """Every trial as a plain row, the best first."""
+        with self._lock:
+            return trial_rows(self.state, self.algorithm.maximise)
+
+    def __enter__(self) -> "Broker":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self.wait()
+
+    # ----------------------------------------------------------------------------------------------
+    # The loop.
+
+    def _serve(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with StudyLock(self.directory):
+            self.journal = Journal.open(self.directory / "journal", self.study.id)
+            try:
+                self.store = CheckpointStore(self.directory / "checkpoints")
+                try:
+                    self._recover()
+                    self._loop()
+                finally:
+                    self.store.close()
+            finally:
+                self.journal.close()
+
+    def _recover(self) -> None:
+        self.registry = Registry(self.liveness)
+        self.assigned: dict[tuple[int, int], tuple[str, str | None]] = {}  # attempt -> worker, resumed from
+        self.seqs: dict[tuple[int, int], int] = {}
+        self.outbox: list[tuple[bytes, list[bytes]]] = []
+        self.acks: dict[tuple[bytes, int, int], int] = {}
+        self.bad: dict[bytes, int] = {}
+        self._collected_at = time.monotonic()
+        records = self.journal.records
+        if not records:
+            self.journal.append({"study": self.study.to_data()})
+            self.journal.commit()
+        elif records[0] != {"study": self.study.to_data()}:
+            raise JournalError(f"{self.directory} holds another study; pick another directory")
+        for data in records[1:]:
+            event, decisions = record_from_data(data)
+            self.algorithm.apply(self.state, event)
+            for decision in decisions:
+                self.algorithm.apply(self.state, decision)
+                self._remember(decision)
+        now = time.monotonic()
+        for worker in self.state.workers:
+            self.registry.expect(worker, now)
+
+    def _loop(self) -> None:
+        context = zmq.Context()
+        sock = context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.LINGER, int(self.linger * 1000))
+        try:
+            sock.bind(self.bind)
+            self.address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._ready.set()
+            poller = zmq.Poller()
+            poller.register(sock, zmq.POLLIN)
+            finished_at = None
+            while not self._stopping:
+                poller.poll(int(self.heartbeat * 1000))
+                now = time.monotonic()
+                with self._lock:
+                    for _ in range(DRAIN):
+                        try:
+                            route, *frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                        except zmq.Again:
+                            break
+                        self._handle(route, frames, now)
+                    for worker in self.registry.expired(now):
+                        self._lose(worker, f"no message for {self.liveness:g} s", now)
+                    self.journal.commit()
+                self._flush(sock)
+                if self.state.finished:
+                    # Linger so that workers still heartbeating hear Shutdown in reply.
+                    finished_at = finished_at or now
+                    if now - finished_at >= self.linger or not self.registry.entries:
+                        break
+        finally:
+            sock.close(linger=int(self.linger * 1000))
+            context.term()
+
+    # ----------------------------------------------------------------------------------------------
+    # Messages in.
+
+    def _handle(self, route: bytes, frames: list[bytes], now: float) -> None:
+        if self.bad.get(route, 0) > MAX_BAD_MESSAGES:
+            return
+        try:
+            message = p.decode(frames)
+        except p.ProtocolError as error:
+            self.bad[route] = self.bad.get(route, 0) + 1
+            self._send(route, p.Error(str(error)))
+            return
+        if isinstance(message, p.Hello):
+            self._hello(route, message, now)
+            return
+        if not isinstance(message, p.messages.WorkerMessage.__args__):
+            self._send(route, p.Error(f"{type(message).__name__} is a broker's message"))
+            return
+        if self.state.finished:
+            self._send(route, p.Shutdown(self.state.finish_reason))
+            self.registry.remove(message.worker)
+            return
+        entry = self.registry.touch(message.worker, message.incarnation, route, now)
+        if entry is None:
+            self._send(route, p.Rejoin(f"the broker does not know worker {message.worker!r}"))
+            return
+        match message:
+            case p.Heartbeat(running=running):
+                self._reconcile(message.worker, running, now, grace=True)
+                self._send(route, p.Pong(message.worker))
+            case p.Result() | p.CheckpointEnd() | p.Ended():
+                self._trial_message(route, message)
+            case p.CheckpointBegin():
+                if self._owns(route, message):
+                    self._store(route, self.store.begin, _upload(message), message.trial,
+                                message.attempt, message.step, message.size, message.digest)
+            case p.CheckpointChunk():
+                self._store(route, self.store.chunk, _upload(message), message.offset, message.data)
+            case p.Fetch(key=key, offset=offset, length=length):
+                data = self._store(route, self.store.read, key, offset, min(length, CHUNK))
+                if data is not None:
+                    self._send(route, p.Chunk(key, offset, data))
+            case p.Goodbye(reason=reason):
+                self._lose(message.worker, f"the worker left: {reason}", now)
+
+    def _hello(self, route: bytes, hello: p.Hello, now: float) -> None:
+        if self.state.finished:
+            self._send(route, p.Shutdown(self.state.finish_reason))
+            return
+        self.registry.hello(hello.worker, hello.incarnation, route, now, hello.accelerator, hello.host)
+        self._send(route, p.Welcome(hello.worker, self.heartbeat, self.liveness))
+        if hello.worker not in self.state.workers:
+            self._step(WorkerJoined(hello.worker, time=time.time()), now)
+        else:
+            self._reconcile(hello.worker, hello.running, now, grace=False)
+
+    def _reconcile(self, worker: str, running: list, now: float, grace: bool) -> None:
+        """Square what the worker holds with what the state expects of it."""
+        held = {(t, a) for t, a in running}
+        expected = self._expected(worker)
+        for trial, attempt in held - {expected}:
+            if self.assigned.get((trial, attempt), ("",))[0] == worker:
+                self._send(self.registry.route(worker), p.Stop(trial, attempt, "superseded"))
+        if expected is None or expected in held:
+            return
+        sent = self.registry.entries[worker].sent.get(expected)
+        if grace and sent is not None and now - sent < self.liveness:
+            return  # the Run may still be on its way
+        self._step(WorkerReady(worker, time=time.time()), now)
+
+    def _expected(self, worker: str) -> tuple[int, int] | None:
+        tid = self.state.workers.get(worker)
+        return None if tid is None else (tid, self.state.trials[tid].attempt)
+
+    def _owns(self, route: bytes, message) -> bool:
+        key = (message.trial, message.attempt)
+        if self.assigned.get(key, ("",))[0] != message.worker:
+            self._send(route, p.Error(f"trial {message.trial} attempt {message.attempt} was never "
+                                      f"given to worker {message.worker!r}"))
+            return False
+        return True
+
+    def _trial_message(self, route: bytes, message) -> None:
+        if not self._owns(route, message):
+            return
+        key = (message.trial, message.attempt)
+        if message.seq > self.seqs.get(key, 0):
+            event = self._event(route, message)
+            if event is None:
+                return
+            self._step(event, time.monotonic())
+            self.seqs[key] = message.seq
+        ack = (route, message.trial, message.attempt)
+        self.acks[ack] = max(self.acks.get(ack, 0), message.seq)
+
+    def _event(self, route: bytes, message):
+        stamp = time.time()
+        match message:
+            case p.Result(trial=t, attempt=a, step=at, metrics=metrics):
+                return ResultReported(t, a, at, metrics, time=stamp)
+            case p.CheckpointEnd(trial=t, attempt=a, step=at):
+                key = self._store(route, self.store.finish, _upload(message))
+                return None if key is None else CheckpointStored(t, a, at, key, time=stamp)
+            case p.Ended(trial=t, attempt=a, outcome="finished"):
+                return AttemptFinished(t, a, time=stamp)
+            case p.Ended(trial=t, attempt=a, reason=reason):
+                return AttemptFailed(t, a, reason, time=stamp)
+
+    def _store(self, route: bytes, operation, *args):
+        try:
+            return operation(*args)
+        except CheckpointError as error:
+            self._send(route, p.Error(str(error)))
+            return None
+
+    def _lose(self, worker: str, reason: str, now: float) -> None:
+        self.registry.remove(worker)
+        if worker in self.state.workers:
+            self._step(WorkerLost(worker, reason, time=time.time()), now)
+
+    # ----------------------------------------------------------------------------------------------
+    # Steps and messages out.
+
+    def _step(self, event, now: float) -> None:
+        decisions = step(self.algorithm, self.state, event)
+        self.journal.append(record_to_data(event, decisions))
+        for decision in decisions:
+            self._remember(decision)
+            match decision:
+                case StartTrial() | PromoteTrial():
+                    self.registry.entries[decision.worker].sent[
+                        (decision.trial, decision.attempt)] = now
+                    self._send(self.registry.route(decision.worker), self._run_message(decision))
+                case StopTrial(trial=tid, attempt=attempt, reason=reason):
+                    worker = self.assigned[(tid, attempt)][0]
+                    self._send(self.registry.route(worker), p.Stop(tid, attempt, reason))
+
+    def _remember(self, decision) -> None:
+        if isinstance(decision, (StartTrial, PromoteTrial)):
+            self.assigned[(decision.trial, decision.attempt)] = (decision.worker, decision.checkpoint)
+
+    def _run_message(self, decision: StartTrial | PromoteTrial) -> p.Run:
+        trial = self.state.trials[decision.trial]
+        key = decision.checkpoint
+        size = self.store.size(key) if key is not None and self.store.exists(key) else 0
+        return p.Run(decision.trial, decision.attempt, self.study.trainable, dict(decision.config),
+                     decision.budget, key, trial.checkpoint_step if key else 0.0, size, decision.reason)
+
+    def _send(self, route: bytes | None, message) -> None:
+        if route is not None:
+            self.outbox.append((route, p.encode(message)))
+
+    def _flush(self, sock: zmq.Socket) -> None:
+        for (route, trial, attempt), seq in self.acks.items():
+            self.outbox.append((route, p.encode(p.Ack(trial, attempt, seq))))
+        self.acks.clear()
+        if self.state.finished:
+            for entry in self.registry.entries.values():
+                if entry.route is not None:
+                    self.outbox.append((entry.route, p.encode(p.Shutdown(self.state.finish_reason))))
+            self.registry.entries.clear()
+        for route, frames in self.outbox:
+            try:
+                sock.send_multipart([route, *frames], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # gone or full: liveness and the next hello reconcile
+        self.outbox.clear()
+        self._collect()
+
+    def _collect(self) -> None:
+        """Remove checkpoints nothing can need: only the latest of each trial that may still run,
+        and those that attempts in flight resumed from, stay. Every COLLECT_EVERY seconds."""
+        now = time.monotonic()
+        if now - self._collected_at < COLLECT_EVERY:
+            return
+        self._collected_at = now
+        keep = {t.checkpoint for t in self.state.trials
+                if t.checkpoint and t.status not in (TrialStatus.STOPPED, TrialStatus.FAILED)}
+        for tid in self.state.workers.values():
+            if tid is not None:
+                keep.add(self.assigned[(tid, self.state.trials[tid].attempt)][1])
+        self.store.collect(keep - {None})
+
+
+def _upload(message) -> str:
+    """A file-safe upload name, unique per worker incarnation."""
+    name = f"{message.worker}\0{message.incarnation}\0{message.upload}"
+    return hashlib.sha256(name.encode()).hexdigest()[:32]
+
+
+def trial_rows(state, maximise: bool) -> list[dict[str, Any]]:
+    rows = []
+    for trial in state.trials:
+        rows.append({
+            "trial": trial.id, "status": trial.status.name.lower(), "best": trial.best,
+            "budget": trial.budget, "step": trial.history[-1][1] if trial.history else None,
+            "attempts": trial.attempt, "config": dict(trial.config), "reason": trial.reason,
+            "metrics": dict(trial.history[-1][2]) if trial.history else {},
+        })
+    ranked = [r for r in rows if r["best"] is not None]
+    ranked.sort(key=lambda r: -r["best"] if maximise else r["best"])
+    return ranked + [r for r in rows if r["best"] is None]

@@ -1,0 +1,61 @@
+"""The broker's view of connected workers: routing ids and liveness.
+
+Every method takes `now` from the broker's monotonic clock, the only clock that decides liveness, so
+the registry is tested without sleeping. A worker is named by its own id and incarnation from the
+payload; its ZeroMQ routing id is only where to send, and changes on every reconnect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Entry:
+    worker: str
+    incarnation: int
+    route: bytes | None  # None: known from the journal, not heard from since the broker started
+    last_seen: float
+    accelerator: str = ""
+    host: str = ""
+    sent: dict[tuple[int, int], float] = field(default_factory=dict)  # (trial, attempt) -> Run sent
+
+
+class Registry:
+    def __init__(self, liveness: float):
+        if not liveness > 0:
+            raise ValueError(f"`liveness` is {liveness!r}, but must be > 0")
+        self.liveness = liveness
+        self.entries: dict[str, Entry] = {}
+
+    def expect(self, worker: str, now: float) -> None:
+        """A worker the journal says was connected: it has one liveness window to say hello."""
+        self.entries[worker] = Entry(worker, -1, None, now)
+
+    def hello(self, worker: str, incarnation: int, route: bytes, now: float, accelerator: str,
+              host: str) -> Entry:
+        entry = Entry(worker, incarnation, route, now, accelerator, host)
+        old = self.entries.get(worker)
+        if old is not None and old.incarnation == incarnation:
+            entry.sent = old.sent
+        self.entries[worker] = entry
+        return entry
+
+    def touch(self, worker: str, incarnation: int, route: bytes, now: float) -> Entry | None:
+        """The entry of a worker heard from now, or None if it must say hello first."""
+        entry = self.entries.get(worker)
+        if entry is None or entry.incarnation != incarnation or entry.route is None:
+            return None
+        entry.route = route
+        entry.last_seen = now
+        return entry
+
+    def expired(self, now: float) -> list[str]:
+        return [w for w, e in self.entries.items() if now - e.last_seen > self.liveness]
+
+    def remove(self, worker: str) -> None:
+        self.entries.pop(worker, None)
+
+    def route(self, worker: str) -> bytes | None:
+        entry = self.entries.get(worker)
+        return None if entry is None else entry.route

@@ -1,0 +1,5 @@
+import sys
+
+from rung.cli import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""The embedded default: a broker in this process and N worker processes on this machine.
+
+`rung run` and `rung.tune` both come here. The broker runs in a thread of this process; each worker
+is a process of its own (`python -m rung worker`), so that a crash of one worker is a crash of one
+worker. Rerunning on the same directory resumes the study from its journal.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from rung.broker.broker import Broker
+from rung.study import Study
+
+
+def worker_command(address: str, name: str, progress_timeout: float) -> list[str]:
+    return [sys.executable, "-m", "rung", "worker", "--connect", address, "--name", name,
+            "--progress-timeout", str(progress_timeout)]
+
+
+def worker_environment() -> dict[str, str]:
+    # Trainables are imported by module name, as from the directory the user runs rung in.
+    env = dict(os.environ)
+    paths = [os.getcwd(), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def run_local(study: Study, directory: str | Path, workers: int, *, progress: TextIO | None = None,
+              heartbeat: float = 0.5, liveness: float = 5.0, progress_timeout: float = 600.0) -> Broker:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"`workers` is {workers!r}, but must be an int >= 1")
+    broker = Broker(study, directory, heartbeat=heartbeat, liveness=liveness).start()
+    env = worker_environment()
+    processes = [
+        subprocess.Popen(worker_command(broker.address, f"local-{i}", progress_timeout), env=env,
+                         stdin=subprocess.DEVNULL)
+        for i in range(workers)
+    ]
+    try:
+        shown = began = time.monotonic()
+        while not broker.wait(0.2):
+            now = time.monotonic()
+            if progress is not None and now - shown >= (0.5 if progress.isatty() else 5.0):
+                shown = now
+                _show(progress, broker, now - began)
+        if progress is not None:
+            _show(progress, broker, time.monotonic() - began, final=True)
+    finally:
+        broker.stop()
+        broker.wait()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    return broker
+
+
+def _show(stream: TextIO, broker: Broker, elapsed: float, final: bool = False) -> None:
+    rows = broker.results()
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    best = rows[0] if rows and rows[0]["best"] is not None else None
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    line = f"{elapsed:7.1f} s  {len(rows)} trials ({summary or 'none yet'})"
+    if best is not None:
+        line += f"  best {broker.study.metric} {best['best']:.4g} (trial {best['trial']})"
+    if stream.isatty():
+        stream.write("\r" + line[:150].ljust(150) + ("\n" if final else ""))
+    else:
+        stream.write(line + "\n")
+    stream.flush()

@@ -1,0 +1,346 @@
+"""The worker: one per accelerator, connected to the broker, running one trial attempt at a time.
+
+Theory of operation. One loop polls the DEALER socket and the running attempt's descriptor together:
+
+- Broker messages: `welcome` (resend every message not yet acknowledged), `run` (fetch the checkpoint
+  if there is one, then start the attempt in a child process with the accelerator pinned), `stop`,
+  `ack` (forget what the broker has journaled), `rejoin` (say hello again), `shutdown`.
+- Attempt messages: each report becomes a `result`, each checkpoint an upload, the end an `ended`.
+  Every one of them carries the attempt's next seq and stays in the outbox until acknowledged, so a
+  broker that restarts (or a message lost on the way) costs nothing: after the next welcome the
+  outbox goes out again, in order, and the broker drops what it has already seen.
+- Time: a heartbeat (listing the attempts held) every heartbeat interval, from this loop, so a stuck
+  worker looks stuck; a progress watchdog that fails an attempt silent for `progress_timeout`; and
+  when nothing is heard from the broker for its liveness window, a fresh socket and hello, after an
+  exponential back-off with jitter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zmq
+
+from rung import protocol as p
+
+from .attempt import Attempt, AttemptSpec, Exited, Reported, Saved
+
+CHUNK = 1 << 20
+
+
+@dataclass
+class _Upload:
+    path: Path
+    step: float
+    name: str
+    size: int
+    digest: str
+
+
+@dataclass
+class _Outgoing:
+    """A message kept until acknowledged; an upload is its begin, chunks and end, sent together."""
+
+    trial: int
+    attempt: int
+    seq: int
+    message: object = None
+    upload: _Upload | None = None
+
+
+@dataclass
+class _Fetch:
+    run: p.Run
+    path: Path
+    offset: int = 0
+    handle: object = field(default=None, repr=False)
+
+
+class Worker:
+    def __init__(self, connect: str, *, name: str | None = None, accelerator: str = "cpu",
+                 env: dict[str, str] | None = None, workdir: str | Path | None = None,
+                 progress_timeout: float = 600.0, stop_grace: float = 10.0,
+                 max_backoff: float = 5.0, log=sys.stderr):
+        self.connect = connect
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{accelerator}"
+        self.incarnation = int.from_bytes(os.urandom(4), "big")
+        self.accelerator = accelerator
+        self.env = dict(env or {})
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="rung-worker-"))
+        self.progress_timeout = progress_timeout
+        self.stop_grace = stop_grace
+        self.max_backoff = max_backoff
+        self.log = log
+        self.heartbeat = 0.5  # until the broker's welcome says otherwise
+        self.liveness = 5.0
+        self.outbox: list[_Outgoing] = []
+        self.seqs: dict[tuple[int, int], int] = {}
+        self.attempt: Attempt | None = None
+        self.current: p.Run | None = None
+        self.failure: str | None = None  # why this worker is ending the attempt itself
+        self.fetch: _Fetch | None = None
+        self.done = False
+        self.shutdown_reason = ""
+        self._context = zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+        self._backoff = 0.1
+
+    # ----------------------------------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Serve until the broker says the study is over (or `stop`); return its reason."""
+        self._reconnect()
+        try:
+            while not self.done:
+                self._iterate()
+        finally:
+            if self.attempt is not None:
+                self.attempt.close()
+            if self._sock is not None:
+                self._sock.close(linger=500)
+        return self.shutdown_reason
+
+    def stop(self) -> None:
+        self.done = True
+
+    def _iterate(self) -> None:
+        now = time.monotonic()
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        if self.attempt is not None:
+            poller.register(self.attempt.fileno(), zmq.POLLIN)
+        wake = min(self._last_sent + self.heartbeat, self._last_heard + self.liveness)
+        if self.attempt is not None and self.attempt.deadline is not None:
+            wake = min(wake, self.attempt.deadline)
+        poller.poll(max(0, int((wake - now) * 1000)) + 1)
+        now = time.monotonic()
+        while True:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._last_heard = now
+            self._backoff = 0.1
+            try:
+                self._handle(p.decode(frames))
+            except p.ProtocolError as error:
+                self._say(f"bad message from the broker: {error}")
+        if self.attempt is not None:
+            for message in self.attempt.poll(now):
+                self._from_attempt(message)
+            self._watch(now)
+        if now - self._last_sent >= self.heartbeat:
+            self._send(p.Heartbeat(self.name, self.incarnation, self._held()))
+        if now - self._last_heard > self.liveness and not self.done:
+            self._say(f"no word from the broker for {self.liveness:g} s; reconnecting")
+            time.sleep(self._backoff * (1 + random.random()))
+            self._backoff = min(self._backoff * 2, self.max_backoff)
+            self._reconnect()
+
+    # ----------------------------------------------------------------------------------------------
+    # The broker's side.
+
+    def _reconnect(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self._sock = self._context.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.connect(self.connect)
+        now = time.monotonic()
+        self._last_heard = now
+        self._hello()
+
+    def _hello(self) -> None:
+        self._send(p.Hello(self.name, self.incarnation, self.accelerator, socket.gethostname(),
+                           os.getpid(), self._held()))
+
+    def _held(self) -> list[list[int]]:
+        held = {(o.trial, o.attempt) for o in self.outbox}
+        if self.current is not None:
+            held.add((self.current.trial, self.current.attempt))
+        return [list(pair) for pair in sorted(held)]
+
+    def _handle(self, message) -> None:
+        match message:
+            case p.Welcome(heartbeat=heartbeat, liveness=liveness):
+                self.heartbeat, self.liveness = heartbeat, liveness
+                for outgoing in list(self.outbox):
+                    self._transmit(outgoing)
+            case p.Rejoin():
+                self._hello()
+            case p.Run():
+                self._start(message)
+            case p.Stop(trial=trial, attempt=attempt):
+                self._stop(trial, attempt)
+            case p.Ack(trial=trial, attempt=attempt, seq=seq):
+                self._acknowledged(trial, attempt, seq)
+            case p.Chunk():
+                self._fetched(message)
+            case p.Shutdown(reason=reason):
+                self.shutdown_reason = reason
+                self.done = True
+                if self.attempt is not None:
+                    self.attempt.stop(0)
+            case p.Error(reason=reason):
+                self._say(f"the broker refused a message: {reason}")
+            case p.Pong():
+                pass
+
+    def _start(self, run: p.Run) -> None:
+        if self.current is not None:
+            self._say(f"ignored run of trial {run.trial}: attempt {self.current.attempt} of trial "
+                      f"{self.current.trial} is still running")
+            return
+        self.current = run
+        self.failure = None
+        folder = self._folder(run.trial, run.attempt)
+        if run.checkpoint is None:
+            self._launch(run, None)
+            return
+        self.fetch = _Fetch(run, folder / "resume.ckpt")
+        self.fetch.handle = open(self.fetch.path, "wb")
+        self._send(p.Fetch(self.name, self.incarnation, run.checkpoint, 0, CHUNK))
+
+    def _fetched(self, chunk: p.Chunk) -> None:
+        fetch = self.fetch
+        if fetch is None or chunk.key != fetch.run.checkpoint or chunk.offset != fetch.offset:
+            return
+        fetch.handle.write(chunk.data)
+        fetch.offset += len(chunk.data)
+        if chunk.data and fetch.offset < fetch.run.checkpoint_size:
+            self._send(p.Fetch(self.name, self.incarnation, chunk.key, fetch.offset, CHUNK))
+            return
+        fetch.handle.close()
+        self.fetch = None
+        self._launch(fetch.run, fetch.path)
+
+    def _launch(self, run: p.Run, checkpoint: Path | None) -> None:
+        spec = AttemptSpec(run.trial, run.attempt, run.trainable, dict(run.config), run.budget,
+                           checkpoint, run.checkpoint_step)
+        self.attempt = Attempt(spec, self._folder(run.trial, run.attempt), self.env)
+        self.attempt.start()
+
+    def _stop(self, trial: int, attempt: int) -> None:
+        current = self.current
+        if current is None or (current.trial, current.attempt) != (trial, attempt):
+            return
+        if self.attempt is not None:
+            self.attempt.stop(self.stop_grace)
+        else:  # still fetching its checkpoint
+            self.fetch.handle.close()
+            self.fetch = None
+            self._ended(Exited("finished", "stopped before it started"))
+
+    def _acknowledged(self, trial: int, attempt: int, seq: int) -> None:
+        keep = []
+        for outgoing in self.outbox:
+            if (outgoing.trial, outgoing.attempt) == (trial, attempt) and outgoing.seq <= seq:
+                if outgoing.upload is not None:
+                    outgoing.upload.path.unlink(missing_ok=True)
+            else:
+                keep.append(outgoing)
+        self.outbox = keep
+
+    # ----------------------------------------------------------------------------------------------
+    # The attempt's side.
+
+    def _from_attempt(self, message) -> None:
+        run = self.current
+        match message:
+            case Reported(step=at, metrics=metrics):
+                self._queue(run, p.Result(self.name, self.incarnation, run.trial, run.attempt, 0, at,
+                                          dict(metrics)))
+            case Saved(step=at, path=path):
+                self._queue(run, None, self._upload(run, at, Path(path)))
+            case Exited():
+                self._ended(message)
+
+    def _ended(self, exited: Exited) -> None:
+        run = self.current
+        outcome, reason = exited.outcome, exited.reason
+        if self.failure is not None:
+            outcome, reason = "failed", self.failure
+        self._queue(run, p.Ended(self.name, self.incarnation, run.trial, run.attempt, 0, outcome, reason))
+        if self.attempt is not None:
+            self.attempt.close()
+        self.attempt = None
+        self.current = None
+
+    def _watch(self, now: float) -> None:
+        attempt = self.attempt
+        if attempt is None or self.failure is not None:
+            return
+        if now - attempt.last_progress > self.progress_timeout:
+            self.failure = f"no report or checkpoint for {self.progress_timeout:g} s (progress watchdog)"
+            attempt.stop(self.stop_grace, now)
+
+    def _upload(self, run: p.Run, at: float, path: Path) -> _Upload:
+        # Hold the file under a name of ours until the broker has it: the attempt may write the next.
+        kept = path.with_name(f"upload-{run.trial}-{run.attempt}-{at:g}.ckpt")
+        os.replace(path, kept)
+        digest = hashlib.sha256()
+        with open(kept, "rb") as handle:
+            for block in iter(lambda: handle.read(CHUNK), b""):
+                digest.update(block)
+        return _Upload(kept, at, f"{run.trial}-{run.attempt}-{len(self.outbox)}-{time.monotonic_ns()}",
+                       kept.stat().st_size, digest.hexdigest())
+
+    def _queue(self, run: p.Run, message, upload: _Upload | None = None) -> None:
+        key = (run.trial, run.attempt)
+        seq = self.seqs.get(key, 0) + 1
+        self.seqs[key] = seq
+        if message is not None:
+            message = _with_seq(message, seq)
+        outgoing = _Outgoing(run.trial, run.attempt, seq, message, upload)
+        self.outbox.append(outgoing)
+        self._transmit(outgoing)
+
+    def _transmit(self, outgoing: _Outgoing) -> None:
+        upload = outgoing.upload
+        if upload is None:
+            self._send(outgoing.message)
+            return
+        self._send(p.CheckpointBegin(self.name, self.incarnation, outgoing.trial, outgoing.attempt,
+                                     upload.name, upload.step, upload.size, upload.digest))
+        with open(upload.path, "rb") as handle:
+            offset = 0
+            for block in iter(lambda: handle.read(CHUNK), b""):
+                self._send(p.CheckpointChunk(self.name, self.incarnation, upload.name, offset, block))
+                offset += len(block)
+        self._send(p.CheckpointEnd(self.name, self.incarnation, outgoing.trial, outgoing.attempt,
+                                   outgoing.seq, upload.name, upload.step))
+
+    # ----------------------------------------------------------------------------------------------
+
+    def _send(self, message) -> None:
+        try:
+            self._sock.send_multipart(p.encode(message), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # no broker to take it: the outbox and the next hello cover what matters
+        self._last_sent = time.monotonic()
+
+    def _folder(self, trial: int, attempt: int) -> Path:
+        folder = self.workdir / f"trial-{trial}" / f"attempt-{attempt}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _say(self, text: str) -> None:
+        print(f"rung worker {self.name}: {text}", file=self.log, flush=True)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _with_seq(message, seq: int):
+    fields = {name: getattr(message, name) for name in message.__slots__}
+    fields["seq"] = seq
+    return type(message)(**fields)
