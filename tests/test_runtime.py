@@ -1,0 +1,204 @@
+"""The runtime for real: brokers and workers as processes on 127.0.0.1, and the damage they survive.
+
+Each test tells one story: a study runs to the end; a worker is killed with SIGKILL mid-trial; the
+broker is killed with SIGKILL and restarted on its directory; the journal is cut short or corrupted;
+garbage reaches the broker; user code raises, stays silent or hangs. After each, nothing is lost and
+nothing is counted twice.
+"""
+
+import signal
+import subprocess
+
+import msgpack
+import pytest
+import zmq
+
+from rung import protocol as p
+from rung.algorithms import grid, uniform
+from rung.broker.broker import Broker
+from rung.broker.journal import JournalCorrupt, read_records
+from rung.cli import load_directory
+from rung.local import run_local
+from rung.study import Study
+from tests.runtime import free_port, rung, stop, wait_for, worker
+
+FAST = dict(heartbeat=0.1, liveness=1.5)
+CURVE = "tests.trainables.study:curve"
+
+
+def counted_once(state):
+    """Within each attempt, every step of a trial was counted at most once, in order."""
+    for trial in state.trials:
+        seen = set()
+        for attempt, step, _ in trial.history:
+            assert (attempt, step) not in seen, f"trial {trial.id} counted step {step} twice"
+            seen.add((attempt, step))
+
+
+def test_a_study_runs_to_the_end_with_local_workers(tmp_path):
+    study = Study(CURVE, {"x": uniform(0.0, 1.0)}, "asha",
+                  {"min_budget": 1, "max_budget": 9, "eta": 3, "max_trials": 9}, metric="loss")
+    broker = run_local(study, tmp_path, workers=2, **FAST)
+    assert broker.finished
+    rows = broker.results()
+    assert len(rows) == 9 and all(r["status"] in ("paused", "completed") for r in rows)
+    assert rows[0]["best"] == pytest.approx(min((r["config"]["x"] - 0.3) ** 2 + 1 / r["step"] for r in rows))
+    # The journal on disk replays to what the broker held.
+    _, state, replayed = load_directory(tmp_path)
+    assert replayed == rows
+    counted_once(state)
+
+
+def test_a_worker_killed_mid_trial_is_retried_from_its_checkpoint_elsewhere(tmp_path):
+    study = Study(CURVE, {"x": grid([0.1, 0.5]), "sleep": 0.3}, "grid", {"budget": 8},
+                  metric="loss")
+    broker = Broker(study, tmp_path, **FAST).start()
+    workers = [worker(broker.address, "victim"), worker(broker.address, "spare")]
+    try:
+        # Wait until the victim's trial has a checkpoint past step 2, then kill it outright.
+        def victim_trial():
+            with broker._lock:
+                tid = broker.state.workers.get("victim")
+                trial = None if tid is None else broker.state.trials[tid]
+                return trial if trial is not None and trial.checkpoint_step >= 2 else None
+
+        trial = wait_for(victim_trial, 30, "a checkpoint from the victim")
+        workers[0].send_signal(signal.SIGKILL)
+        assert broker.wait(60)
+    finally:
+        stop(*workers)
+    state = broker.state
+    assert [t.status.name for t in state.trials] == ["COMPLETED", "COMPLETED"]
+    victim = state.trials[trial.id]
+    assert victim.attempt == 2
+    retry = [d for e, ds in _records(tmp_path) for d in ds if d[0] == "start" and d[1] == trial.id and d[2] == 2]
+    assert retry and retry[0][3] == "spare" and retry[0][6] is not None  # resumed from a checkpoint
+    resumed_at = min(step for attempt, step, _ in victim.history if attempt == 2)
+    assert resumed_at > 2  # it did not train from scratch
+    assert max(step for _, step, _ in victim.history) == 8
+    counted_once(state)
+
+
+def _records(directory):
+    return read_records(directory / "journal")[1:]
+
+
+def test_a_broker_killed_mid_study_resumes_and_ends_as_an_uninterrupted_run(tmp_path):
+    study_file = tmp_path / "study.toml"
+    study_file.write_text(
+        f'trainable = "{CURVE}"\nmetric = "loss"\n[algorithm]\nname = "grid"\nbudget = 3\n'
+        '[space]\nx = ["grid", [0.0, 0.15, 0.3, 0.45, 0.6, 0.75]]\nsleep = 0.05\n')
+    address = f"tcp://127.0.0.1:{free_port()}"
+    directory = tmp_path / "interrupted"
+
+    def start_broker():
+        return rung("broker", "--study", str(study_file), "--dir", str(directory), "--bind", address,
+                    "--heartbeat", "0.1", "--liveness", "1.5", stderr=subprocess.DEVNULL)
+
+    broker = start_broker()
+    workers = [worker(address, f"w{i}") for i in range(2)]
+    try:
+        wait_for(lambda: (directory / "journal").exists() and sum(
+            1 for r in _records(directory) if r[0][0] == "result") >= 4, 30, "four results")
+        broker.send_signal(signal.SIGKILL)
+        broker.wait()
+        before = _records(directory)
+        assert not any(d[0] == "finish" for _, ds in before for d in ds), "killed too late"
+        broker = start_broker()
+        assert broker.wait(timeout=60) == 0
+        for w in workers:
+            assert w.wait(timeout=30) == 0  # told by the restarted broker that the study is over
+    finally:
+        stop(broker, *workers)
+    _, state, rows = load_directory(directory)
+    assert state.finished and [t.status.name for t in state.trials] == ["COMPLETED"] * 6
+    counted_once(state)
+    reference = run_local(Study.load(study_file), tmp_path / "reference", workers=2, **FAST)
+    strip = lambda rs: sorted((r["config"]["x"], r["best"], r["status"]) for r in rs)  # noqa: E731
+    assert strip(rows) == strip(reference.results())
+
+
+def test_a_torn_last_record_is_recovered_and_a_corrupt_middle_is_refused(tmp_path):
+    study = Study(CURVE, {"x": grid([0.2, 0.4])}, "grid", {"budget": 2})
+    run_local(study, tmp_path, workers=1, **FAST)
+    journal = tmp_path / "journal"
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[:-3])  # the last record cut short, as by a crash mid-write
+    with Broker(study, tmp_path, **FAST) as broker:
+        assert broker.finished is False or broker.finished  # it opened
+    assert list(tmp_path.glob("journal.torn-*"))
+    # Now damage a record in the middle: the broker must refuse, naming the offset.
+    data = bytearray(journal.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    journal.write_bytes(bytes(data))
+    with pytest.raises(JournalCorrupt, match=r"record at byte \d+ is corrupt"):
+        Broker(study, tmp_path, **FAST).start()
+    cli = rung("status", str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = cli.communicate(timeout=30)
+    assert cli.returncode == 0  # status reads what is valid and changes nothing
+
+
+def test_garbage_and_impostors_get_errors_and_the_study_goes_on(tmp_path):
+    study = Study(CURVE, {"x": grid([0.1, 0.2, 0.3])}, "grid", {"budget": 2})
+    broker = Broker(study, tmp_path, **FAST).start()
+    context = zmq.Context.instance()
+    rogue = context.socket(zmq.DEALER)
+    rogue.setsockopt(zmq.LINGER, 0)
+    rogue.connect(broker.address)
+    good = None
+    try:
+        attacks = [
+            [b"garbage"],
+            [b"\x00" * 10, b"\xff" * 10],
+            [b"RUNG\x09", msgpack.packb({"t": "hello"})],
+            [p.HEADER, b"\x00" * (p.codec.MAX_PAYLOAD + 1)],
+            p.encode(p.Result("rogue", 1, 0, 1, 1, 1.0, {"loss": -1e9})),
+        ]
+        replies = []
+        for frames in attacks:
+            rogue.send_multipart(frames)
+            assert rogue.poll(5000), f"no reply to {frames[:1]!r}"
+            replies.append(p.decode(rogue.recv_multipart()))
+        assert [type(r) for r in replies] == [p.Error, p.Error, p.Error, p.Error, p.Rejoin]
+        assert "2 or 3 frames" in replies[0].reason and "bad magic" in replies[1].reason
+        assert "major version 9" in replies[2].reason and "exceeds" in replies[3].reason
+        # A registered worker speaking for an attempt that was never its own.
+        rogue.send_multipart(p.encode(p.Hello("rogue", 1, "cpu", "h", 1, [])))
+        wait_for(lambda: rogue.poll(100) and isinstance(p.decode(rogue.recv_multipart()), p.Welcome),
+                 10, "welcome")
+        rogue.send_multipart(p.encode(p.Result("rogue", 1, 0, 7, 1, 1.0, {"loss": -1e9})))
+        error = wait_for(lambda: _next_error(rogue), 10, "an error about the attempt")
+        assert "never given to worker 'rogue'" in error.reason
+        rogue.send_multipart(p.encode(p.Goodbye("rogue", 1, "done")))
+        good = worker(broker.address, "honest")
+        assert broker.wait(60)
+    finally:
+        rogue.close()
+        stop(*(w for w in [good] if w is not None))
+    rows = broker.results()
+    assert len(rows) == 3 and all(r["best"] > 0 for r in rows)  # the -1e9 never entered
+    assert broker.state.stale_results == 0
+
+
+def _next_error(sock):
+    while sock.poll(100):
+        message = p.decode(sock.recv_multipart())
+        if isinstance(message, p.Error):
+            return message
+    return None
+
+
+def test_user_code_that_raises_stays_silent_or_hangs_fails_and_the_study_goes_on(tmp_path):
+    study = Study(CURVE, {"mode": grid(["raise", "silent", "hang", "ok"]), "x": 0.3}, "grid",
+                  {"budget": 2})
+    broker = Broker(study, tmp_path, **FAST).start()
+    process = worker(broker.address, "w", "--progress-timeout", "1")
+    try:
+        assert broker.wait(60)
+    finally:
+        stop(process)
+    reasons = {t.config["mode"]: (t.status.name, t.reason) for t in broker.state.trials}
+    assert reasons["raise"] == ("FAILED", "RuntimeError: the model diverged")
+    assert reasons["silent"] == ("FAILED", "the attempt ended without a result")
+    assert reasons["hang"][0] == "FAILED" and "progress watchdog" in reasons["hang"][1]
+    assert reasons["ok"][0] == "COMPLETED"

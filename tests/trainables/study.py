@@ -1,0 +1,23 @@
+"""Trainables for the runtime tests: a learning curve over `x`, and the ways user code goes wrong."""
+
+import time
+
+
+def curve(trial):
+    """loss = (x - 0.3)^2 + 1 / step, one step per `sleep` seconds, a checkpoint every step."""
+    config = trial.config
+    mode = config.get("mode", "ok")
+    if mode == "raise":
+        raise RuntimeError("the model diverged")
+    if mode == "silent":
+        return
+    if mode == "hang":
+        time.sleep(1000)
+    start = 0
+    if trial.checkpoint is not None:
+        start = trial.checkpoint["step"]
+        assert start == trial.checkpoint_step, (start, trial.checkpoint_step)
+    for step in range(start + 1, int(trial.budget) + 1):
+        time.sleep(config.get("sleep", 0.0))
+        trial.report(step, loss=(config["x"] - 0.3) ** 2 + 1.0 / step)
+        trial.save({"step": step}, step=step)
