@@ -22,7 +22,21 @@ from rung.algorithms import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # The runtime (broker, workers, ZeroMQ) loads on first use, never on `import rung`.
+    if name in ("tune", "TuneResult"):
+        from rung import tuning
+
+        return getattr(tuning, name)
+    if name == "Study":
+        from rung.study import Study
+
+        return Study
+    raise AttributeError(f"module 'rung' has no attribute {name!r}")
+
+
 __all__ = [
-    "ASHA", "AsyncHyperband", "GridSearch", "Hyperband", "MedianStopping", "RandomSearch", "Space",
+    "tune", "TuneResult", "Study", "ASHA", "AsyncHyperband", "GridSearch", "Hyperband", "MedianStopping", "RandomSearch", "Space",
     "SuccessiveHalving", "choice", "grid", "loguniform", "randint", "uniform",
 ]

@@ -37,7 +37,8 @@ def run_local(study: Study, directory: str | Path, workers: int, *, progress: Te
         raise ValueError(f"`workers` is {workers!r}, but must be an int >= 1")
     broker = Broker(study, directory, heartbeat=heartbeat, liveness=liveness).start()
     env = worker_environment()
-    processes = [
+    # A study found finished in its journal needs no worker: its results are already there.
+    processes = [] if broker.finished else [
         subprocess.Popen(worker_command(broker.address, f"local-{i}", progress_timeout), env=env,
                          stdin=subprocess.DEVNULL)
         for i in range(workers)
