@@ -399,18 +399,26 @@ class Broker:
         self._collect()
 
     def _collect(self) -> None:
-        """Remove checkpoints nothing can need: only the latest of each trial that may still run,
-        and those that attempts in flight resumed from, stay. Every COLLECT_EVERY seconds."""
+        """Remove the checkpoints nothing can need, every COLLECT_EVERY seconds."""
         now = time.monotonic()
         if now - self._collected_at < COLLECT_EVERY:
             return
         self._collected_at = now
-        keep = {t.checkpoint for t in self.state.trials
-                if t.checkpoint and t.status not in (TrialStatus.STOPPED, TrialStatus.FAILED)}
-        for tid in self.state.workers.values():
-            if tid is not None:
-                keep.add(self.assigned[(tid, self.state.trials[tid].attempt)][1])
-        self.store.collect(keep - {None})
+        resumed = {attempt: source for attempt, (_, source) in self.assigned.items()}
+        self.store.collect(needed_checkpoints(self.state, resumed))
+
+
+def needed_checkpoints(state, resumed: dict[tuple[int, int], str | None]) -> set[str]:
+    """Every checkpoint a trial may still need: the latest of each trial that is not stopped or
+    failed (running, waiting for a retry, paused and promotable, or completed: the user's model), and
+    the one each attempt in flight resumed from, which its worker may still be fetching.
+    `resumed` maps (trial, attempt) to the checkpoint that attempt started from."""
+    keep = {t.checkpoint for t in state.trials
+            if t.checkpoint is not None and t.status not in (TrialStatus.STOPPED, TrialStatus.FAILED)}
+    for tid in state.workers.values():
+        if tid is not None:
+            keep.add(resumed.get((tid, state.trials[tid].attempt)))
+    return keep - {None}
 
 
 def _upload(message) -> str:

@@ -43,3 +43,19 @@ def test_the_core_draws_only_from_derived_generators(path):
                     f"{path.name}:{node.lineno} uses np.random.{node.attr}")
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "open":
             pytest.fail(f"{path.name}:{node.lineno} opens a file")
+
+
+def top_level_imports(folder):
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for line, module in imported_modules(path):
+            yield path, line, module
+
+
+@pytest.mark.parametrize("folder, forbidden", [
+    ("broker", ("rung.worker", "worker", "rung.cli", "rung.tuning", "rung.local")),
+    ("worker", ("rung.broker", "broker", "rung.cli", "rung.tuning", "rung.local", "rung.algorithms")),
+    ("rung/protocol", ("rung.broker", "rung.worker", "rung.algorithms", "zmq")),
+], ids=["broker", "worker", "protocol"])
+def test_the_runtime_imports_point_one_way(folder, forbidden):
+    for path, line, module in top_level_imports(folder):
+        assert not module.startswith(forbidden), f"{path.relative_to(ROOT)}:{line} imports {module}"

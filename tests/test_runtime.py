@@ -202,3 +202,18 @@ def test_user_code_that_raises_stays_silent_or_hangs_fails_and_the_study_goes_on
     assert reasons["silent"] == ("FAILED", "the attempt ended without a result")
     assert reasons["hang"][0] == "FAILED" and "progress watchdog" in reasons["hang"][1]
     assert reasons["ok"][0] == "COMPLETED"
+
+
+@pytest.mark.parametrize("flags, devices", [(["--gpu", "3"], {3.0}), (["--gpus", "5,6"], {5.0, 6.0})],
+                         ids=["gpu", "gpus-list"])
+def test_a_trial_sees_only_the_accelerator_its_worker_pins(tmp_path, flags, devices):
+    study = Study("tests.trainables.toy:reports_env", {"n": grid([1, 2, 3, 4])}, "grid", {"budget": 1},
+                  metric="cuda")
+    broker = Broker(study, tmp_path, **FAST).start()
+    process = rung("worker", "--connect", broker.address, *flags, stderr=subprocess.DEVNULL)
+    try:
+        assert broker.wait(60)
+        assert process.wait(timeout=30) == 0
+    finally:
+        stop(process)
+    assert {row["best"] for row in broker.results()} <= devices
