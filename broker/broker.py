@@ -47,7 +47,9 @@ from rung.algorithms import (
     step,
 )
 from rung.algorithms.records import record_from_data, record_to_data
+from rung.keys import secure_broker
 from rung.study import Study
+from rung.summary import study_summary, trial_rows
 
 from .checkpoints import CheckpointError, CheckpointStore
 from .journal import Journal, JournalError
@@ -60,8 +62,8 @@ CHUNK = 1 << 20  # bytes per checkpoint chunk sent to a worker
 COLLECT_EVERY = 10.0  # seconds between checkpoint garbage collections
 
 
-def check_bind(address: str, insecure: bool) -> None:
-    """Binding beyond the loopback needs CurveZMQ or an explicit insecure flag (see DESIGN.md)."""
+def check_bind(address: str, insecure: bool, curve: str | Path | None = None) -> None:
+    """Binding beyond the loopback needs CurveZMQ keys or an explicit insecure flag (DESIGN.md)."""
     parsed = urllib.parse.urlsplit(address)
     if parsed.scheme in ("ipc", "inproc"):
         return
@@ -73,16 +75,16 @@ def check_bind(address: str, insecure: bool) -> None:
         loopback = loopback or ipaddress.ip_address(host).is_loopback
     except ValueError:
         pass
-    if not loopback and not insecure:
-        raise ValueError(f"binding to {host} exposes the broker to the network; pass insecure=True "
-                         "(--insecure) to accept unauthenticated workers there")
+    if not loopback and not insecure and curve is None:
+        raise ValueError(f"binding to {host} exposes the broker to the network: give CurveZMQ keys "
+                         "(--curve DIR, made by `rung keys DIR`) or accept anyone with --insecure")
 
 
 class Broker:
     def __init__(self, study: Study, directory: str | Path, *, bind: str = "tcp://127.0.0.1:0",
                  heartbeat: float = 0.5, liveness: float = 5.0, insecure: bool = False,
-                 linger: float = 2.0):
-        check_bind(bind, insecure)
+                 curve: str | Path | None = None, linger: float = 2.0):
+        check_bind(bind, insecure, curve)
         if not 0 < heartbeat < liveness:
             raise ValueError(f"`heartbeat` is {heartbeat!r}, but must be > 0 and < liveness ({liveness!r})")
         self.study = study
@@ -91,6 +93,7 @@ class Broker:
         self.heartbeat = heartbeat
         self.liveness = liveness
         self.linger = linger
+        self.curve = curve
         self.algorithm = study.build()
         self.address: str | None = None
         self._lock = threading.Lock()  # guards the state against readers in other threads
@@ -199,7 +202,10 @@ class Broker:
         sock = context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.LINGER, int(self.linger * 1000))
+        authenticator = None
         try:
+            if self.curve is not None:
+                authenticator = secure_broker(sock, self.curve)
             sock.bind(self.bind)
             self.address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._ready.set()
@@ -227,6 +233,8 @@ class Broker:
                         break
         finally:
             sock.close(linger=int(self.linger * 1000))
+            if authenticator is not None:
+                authenticator.stop()
             context.term()
 
     # ----------------------------------------------------------------------------------------------
@@ -243,6 +251,9 @@ class Broker:
             return
         if isinstance(message, p.Hello):
             self._hello(route, message, now)
+            return
+        if isinstance(message, p.Query):
+            self._send(route, p.Report(study_summary(self.study, self.state)))
             return
         if not isinstance(message, p.messages.WorkerMessage.__args__):
             self._send(route, p.Error(f"{type(message).__name__} is a broker's message"))
@@ -425,17 +436,3 @@ def _upload(message) -> str:
     """A file-safe upload name, unique per worker incarnation."""
     name = f"{message.worker}\0{message.incarnation}\0{message.upload}"
     return hashlib.sha256(name.encode()).hexdigest()[:32]
-
-
-def trial_rows(state, maximise: bool) -> list[dict[str, Any]]:
-    rows = []
-    for trial in state.trials:
-        rows.append({
-            "trial": trial.id, "status": trial.status.name.lower(), "best": trial.best,
-            "budget": trial.budget, "step": trial.history[-1][1] if trial.history else None,
-            "attempts": trial.attempt, "config": dict(trial.config), "reason": trial.reason,
-            "metrics": dict(trial.history[-1][2]) if trial.history else {},
-        })
-    ranked = [r for r in rows if r["best"] is not None]
-    ranked.sort(key=lambda r: -r["best"] if maximise else r["best"])
-    return ranked + [r for r in rows if r["best"] is None]

@@ -1,9 +1,10 @@
 """The `rung` command line.
 
     rung run FILE [--workers N] [--dir DIR]       broker and local workers in one command
-    rung broker --study FILE --dir DIR [--bind ADDR] [--insecure]
-    rung worker --connect ADDR [--gpu N | --gpus all|LIST]
-    rung status DIR                               trials per rung and status, workers, best so far
+    rung broker --study FILE --dir DIR [--bind ADDR] [--curve KEYS | --insecure]
+    rung worker --connect ADDR [--gpu N | --gpus all|LIST] [--curve KEYS]
+    rung keys DIR                                 CurveZMQ keys for a broker bound beyond 127.0.0.1
+    rung status DIR|ADDR                          trials per rung and status, workers, best so far
     rung results DIR [--top K] [--format table|csv|json]
     rung simulate [--algorithm NAME] [--workers N] ...   a study on virtual workers, in simulated time
 
@@ -34,6 +35,7 @@ from rung.algorithms import (
 from rung.algorithms.benchmarks import CrossingCurves
 from rung.algorithms.simulate import Simulator
 from rung.study import Study
+from rung.summary import format_summary, study_summary, trial_rows
 
 SIMULATED = {
     "random": lambda a, space: RandomSearch(space, budget=a.max_budget, **limits(a)),
@@ -73,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
     broker.add_argument("--bind", default="tcp://127.0.0.1:5555")
     broker.add_argument("--insecure", action="store_true",
                         help="allow binding beyond the loopback without authentication")
+    broker.add_argument("--curve", help="a key directory (see `rung keys`): accept only its workers")
     broker.add_argument("--heartbeat", type=float, default=0.5)
     broker.add_argument("--liveness", type=float, default=5.0)
 
@@ -84,9 +87,14 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--name")
     worker.add_argument("--progress-timeout", type=float, default=600.0)
     worker.add_argument("--stop-grace", type=float, default=10.0)
+    worker.add_argument("--curve", help="a key directory with this worker's pair and broker.key")
+
+    keys = commands.add_parser("keys", help="make CurveZMQ keys for a broker and its workers")
+    keys.add_argument("dir")
 
     status = commands.add_parser("status", help="a study's trials, workers and best so far")
-    status.add_argument("dir")
+    status.add_argument("target", help="a study directory, or a live broker's address (tcp://...)")
+    status.add_argument("--timeout", type=float, default=5.0)
 
     results = commands.add_parser("results", help="a study's trials, the best first")
     results.add_argument("dir")
@@ -173,11 +181,17 @@ def run_study(args) -> None:
 def serve_broker(args) -> None:
     from rung.broker.broker import Broker
 
+    from rung.local import show_progress
+
     broker = Broker(Study.load(args.study), args.dir, bind=args.bind, insecure=args.insecure,
-                    heartbeat=args.heartbeat, liveness=args.liveness).start()
+                    curve=args.curve, heartbeat=args.heartbeat, liveness=args.liveness).start()
     print(f"rung broker: serving {args.dir} on {broker.address}", file=sys.stderr, flush=True)
+    began = shown = time.monotonic()
     try:
-        broker.wait()
+        while not broker.wait(0.5):
+            if time.monotonic() - shown >= (0.5 if sys.stderr.isatty() else 10.0):
+                shown = time.monotonic()
+                show_progress(sys.stderr, broker, shown - began)
     finally:
         broker.stop()
         broker.wait()
@@ -193,16 +207,18 @@ def serve_workers(args) -> None:
         if not devices:
             print("rung worker: no GPU visible; running one CPU worker", file=sys.stderr)
         elif len(devices) > 1:
+            flags = ["--progress-timeout", str(args.progress_timeout), "--stop-grace",
+                     str(args.stop_grace), *(["--curve", args.curve] if args.curve else [])]
             children = [subprocess.Popen([sys.executable, "-m", "rung", "worker", "--connect",
-                                          args.connect, "--gpu", d, "--progress-timeout",
-                                          str(args.progress_timeout)]) for d in devices]
+                                          args.connect, "--gpu", d, *flags]) for d in devices]
             sys.exit(max(child.wait() for child in children))
         gpu = devices[0] if devices else None
     else:
         gpu = args.gpu
     accelerator = "cpu" if gpu is None else f"gpu{gpu}"
     worker = Worker(args.connect, name=args.name, accelerator=accelerator, env=device_env(gpu),
-                    progress_timeout=args.progress_timeout, stop_grace=args.stop_grace)
+                    progress_timeout=args.progress_timeout, stop_grace=args.stop_grace,
+                    curve=args.curve)
     try:
         reason = worker.run()
         print(f"rung worker {worker.name}: the study is over: {reason}", file=sys.stderr)
@@ -212,7 +228,6 @@ def serve_workers(args) -> None:
 
 def load_directory(directory: str):
     from rung.algorithms.records import record_from_data
-    from rung.broker.broker import trial_rows
     from rung.broker.journal import read_records
 
     path = Path(directory) / "journal"
@@ -233,22 +248,32 @@ def load_directory(directory: str):
 
 
 def show_status(args) -> None:
-    study, state, rows = load_directory(args.dir)
-    print(f"study {study.name!r}: {study.algorithm}, {study.metric} ({study.mode}), "
-          f"{'finished: ' + state.finish_reason if state.finished else 'in progress'}")
-    counts = {s.name.lower(): sum(t.status == s for t in state.trials) for s in TrialStatus}
-    print("trials: " + (", ".join(f"{n} {name}" for name, n in counts.items() if n) or "none"))
-    for bracket in state.brackets:
-        sizes = " ".join(f"{len(r)}@{r.budget:g}" for r in bracket.rungs)
-        print(f"bracket {bracket.index}: rungs (members@budget) {sizes}")
-    busy = {w: t for w, t in state.workers.items() if t is not None}
-    print(f"workers: {len(state.workers)} known, {len(busy)} busy")
-    for worker, tid in sorted(busy.items()):
-        trial = state.trials[tid]
-        print(f"  {worker}: trial {tid} attempt {trial.attempt} to budget {trial.budget:g}")
-    if rows and rows[0]["best"] is not None:
-        print(f"best {study.metric}: {rows[0]['best']:.6g} (trial {rows[0]['trial']}, "
-              f"{json.dumps(rows[0]['config'])})")
+    if "://" in args.target:
+        print(format_summary(query(args.target, args.timeout)))
+        return
+    study, state, _ = load_directory(args.target)
+    print(format_summary(study_summary(study, state)))
+
+
+def query(address: str, timeout: float) -> dict:
+    """Ask a live broker for its study's summary."""
+    import zmq
+
+    from rung import protocol as p
+
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(address)
+        sock.send_multipart(p.encode(p.Query()))
+        if not sock.poll(int(timeout * 1000)):
+            raise ValueError(f"no answer from a broker at {address} within {timeout:g} s")
+        reply = p.decode(sock.recv_multipart())
+    finally:
+        sock.close()
+    if not isinstance(reply, p.Report):
+        raise ValueError(f"the broker at {address} answered {type(reply).__name__}")
+    return reply.summary
 
 
 def show_results(args) -> None:
@@ -281,7 +306,14 @@ def _cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-COMMANDS = {"run": run_study, "broker": serve_broker, "worker": serve_workers, "status": show_status,
+def make_keys(args) -> None:
+    from rung.keys import create_keys
+
+    directory = create_keys(args.dir)
+    print(f"keys in {directory}: give workers broker.key and the worker pair; keep broker.key_secret")
+
+
+COMMANDS = {"keys": make_keys, "run": run_study, "broker": serve_broker, "worker": serve_workers, "status": show_status,
             "results": show_results, "simulate": simulate}
 
 

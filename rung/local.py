@@ -49,9 +49,9 @@ def run_local(study: Study, directory: str | Path, workers: int, *, progress: Te
             now = time.monotonic()
             if progress is not None and now - shown >= (0.5 if progress.isatty() else 5.0):
                 shown = now
-                _show(progress, broker, now - began)
+                show_progress(progress, broker, now - began)
         if progress is not None:
-            _show(progress, broker, time.monotonic() - began, final=True)
+            show_progress(progress, broker, time.monotonic() - began, final=True)
     finally:
         broker.stop()
         broker.wait()
@@ -64,7 +64,8 @@ def run_local(study: Study, directory: str | Path, workers: int, *, progress: Te
     return broker
 
 
-def _show(stream: TextIO, broker: Broker, elapsed: float, final: bool = False) -> None:
+def show_progress(stream: TextIO, broker: Broker, elapsed: float, final: bool = False) -> None:
+    """One line: trials by status and the best so far (rewritten in place on a terminal)."""
     rows = broker.results()
     counts: dict[str, int] = {}
     for row in rows:

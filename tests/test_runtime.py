@@ -217,3 +217,40 @@ def test_a_trial_sees_only_the_accelerator_its_worker_pins(tmp_path, flags, devi
     finally:
         stop(process)
     assert {row["best"] for row in broker.results()} <= devices
+
+
+def test_curve_keys_let_authorized_workers_in_and_keep_others_out(tmp_path):
+    from rung.keys import create_keys
+
+    keys = create_keys(tmp_path / "keys")
+    stranger = create_keys(tmp_path / "stranger")  # a pair the broker never authorized
+    (stranger / "broker.key").write_bytes((keys / "broker.key").read_bytes())
+    study = Study(CURVE, {"x": grid([0.1, 0.2])}, "grid", {"budget": 1})
+    with pytest.raises(ValueError, match="give CurveZMQ keys"):
+        Broker(study, tmp_path / "open", bind="tcp://0.0.0.0:0")
+    broker = Broker(study, tmp_path / "study", curve=keys, **FAST).start()
+    intruder = worker(broker.address, "intruder", "--curve", str(stranger))
+    try:
+        with pytest.raises(AssertionError):
+            wait_for(lambda: broker.state.workers, 2, "the intruder to get in")
+        honest = worker(broker.address, "honest", "--curve", str(keys))
+        assert broker.wait(60)
+    finally:
+        stop(intruder, honest)
+    assert set(broker.state.workers) == {"honest"}
+
+
+def test_status_asks_a_live_broker_or_reads_a_directory(tmp_path):
+    study = Study(CURVE, {"x": grid([0.1, 0.2])}, "grid", {"budget": 1}, name="probe")
+    broker = Broker(study, tmp_path, **FAST).start()
+    try:
+        live = rung("status", broker.address, stdout=subprocess.PIPE, text=True)
+        out, _ = live.communicate(timeout=30)
+        assert live.returncode == 0
+        assert out.startswith("study 'probe': grid, loss (min), in progress")
+        assert "trials: none" in out  # no worker has joined yet
+    finally:
+        broker.stop()
+        broker.wait()
+    offline = rung("status", str(tmp_path), stdout=subprocess.PIPE, text=True)
+    assert offline.communicate(timeout=30)[0].startswith("study 'probe'")

@@ -31,6 +31,7 @@ from pathlib import Path
 import zmq
 
 from rung import protocol as p
+from rung.keys import secure_worker
 
 from .attempt import Attempt, AttemptSpec, Exited, Reported, Saved
 
@@ -69,7 +70,7 @@ class Worker:
     def __init__(self, connect: str, *, name: str | None = None, accelerator: str = "cpu",
                  env: dict[str, str] | None = None, workdir: str | Path | None = None,
                  progress_timeout: float = 600.0, stop_grace: float = 10.0,
-                 max_backoff: float = 5.0, log=sys.stderr):
+                 max_backoff: float = 5.0, curve: str | Path | None = None, log=sys.stderr):
         self.connect = connect
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{accelerator}"
         self.incarnation = int.from_bytes(os.urandom(4), "big")
@@ -79,6 +80,7 @@ class Worker:
         self.progress_timeout = progress_timeout
         self.stop_grace = stop_grace
         self.max_backoff = max_backoff
+        self.curve = curve
         self.log = log
         self.heartbeat = 0.5  # until the broker's welcome says otherwise
         self.liveness = 5.0
@@ -154,6 +156,8 @@ class Worker:
             self._sock.close(linger=0)
         self._sock = self._context.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            secure_worker(self._sock, self.curve)
         self._sock.connect(self.connect)
         now = time.monotonic()
         self._last_heard = now

@@ -27,6 +27,7 @@ Rules:
 - A checkpoint is uploaded as `checkpoint_begin`, `checkpoint_chunk`s in offset order, then
   `checkpoint_end`; begin and chunks are idempotent, and the upload counts once the end is acked.
   Resumption fetches a stored checkpoint with `fetch`, answered by `chunk`s.
+- Any client may send `query`; the broker answers `report` with the study's summary (`rung status`).
 - A message the broker cannot accept gets `error` naming the problem and changes nothing; a peer that
   keeps sending bad messages is disconnected. Nothing is ever pickled.
 """
@@ -46,7 +47,9 @@ from .messages import (
     Heartbeat,
     Hello,
     Pong,
+    Query,
     Rejoin,
+    Report,
     Result,
     Run,
     Shutdown,
@@ -57,5 +60,5 @@ from .messages import (
 __all__ = [
     "HEADER", "MAJOR", "MINOR", "SEQUENCED", "Ack", "CheckpointBegin", "CheckpointChunk",
     "CheckpointEnd", "Chunk", "Ended", "Error", "Fetch", "Goodbye", "Heartbeat", "Hello",
-    "Pong", "ProtocolError", "Rejoin", "Result", "Run", "Shutdown", "Stop", "Welcome", "decode", "encode",
+    "Pong", "ProtocolError", "Query", "Rejoin", "Report", "Result", "Run", "Shutdown", "Stop", "Welcome", "decode", "encode",
 ]

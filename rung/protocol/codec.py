@@ -95,6 +95,12 @@ def _config(name: str, value: Any) -> dict:
     return value
 
 
+def _map(name: str, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"`{name}` must be a map, got {_show(value)}")
+    return value
+
+
 def _pairs(name: str, value: Any) -> list:
     if not isinstance(value, list):
         raise ProtocolError(f"`{name}` must be a list, got {_show(value)}")
@@ -134,6 +140,7 @@ _CHECKS: dict[type, dict[str, Callable[[str, Any], Any]]] = {
                   reason=_str),
     m.Fetch: dict(worker=_str, incarnation=_int, key=_str, offset=_int, length=_int),
     m.Goodbye: dict(worker=_str, incarnation=_int, reason=_str),
+    m.Query: dict(),
     m.Welcome: dict(worker=_str, heartbeat=_finite, liveness=_finite),
     m.Pong: dict(worker=_str),
     m.Rejoin: dict(reason=_str),
@@ -144,6 +151,7 @@ _CHECKS: dict[type, dict[str, Callable[[str, Any], Any]]] = {
     m.Chunk: dict(key=_str, offset=_int, data=_bytes),
     m.Error: dict(reason=_str),
     m.Shutdown: dict(reason=_str),
+    m.Report: dict(summary=_map),
 }
 # The wire names of the message types: the only place a kind of message is named by a string.
 _NAMES = {
@@ -151,7 +159,7 @@ _NAMES = {
     m.CheckpointBegin: "checkpoint_begin", m.CheckpointChunk: "checkpoint_chunk",
     m.CheckpointEnd: "checkpoint_end", m.Ended: "ended", m.Fetch: "fetch", m.Goodbye: "goodbye",
     m.Welcome: "welcome", m.Pong: "pong", m.Rejoin: "rejoin", m.Run: "run", m.Stop: "stop", m.Ack: "ack", m.Chunk: "chunk",
-    m.Error: "error", m.Shutdown: "shutdown",
+    m.Error: "error", m.Shutdown: "shutdown", m.Query: "query", m.Report: "report",
 }
 _TYPES = {name: cls for cls, name in _NAMES.items()}
 _WITH_DATA = (m.CheckpointChunk, m.Chunk)  # their `data` travels as a third frame

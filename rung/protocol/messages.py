@@ -119,6 +119,11 @@ class Goodbye:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Query:
+    """From any client (`rung status ADDR`), not only workers: the broker answers with a Report."""
+
+
 # Broker -> worker ----------------------------------------------------------------------------------
 
 
@@ -199,9 +204,16 @@ class Shutdown:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Answers Query: the study's summary as plain data (see rung/summary.py)."""
+
+    summary: dict
+
+
 WorkerMessage = (
     Hello | Heartbeat | Result | CheckpointBegin | CheckpointChunk | CheckpointEnd | Ended | Fetch
     | Goodbye
 )
-BrokerMessage = Welcome | Pong | Rejoin | Run | Stop | Ack | Chunk | Error | Shutdown
+BrokerMessage = Welcome | Pong | Rejoin | Run | Stop | Ack | Chunk | Error | Shutdown | Report
 SEQUENCED = (Result, CheckpointEnd, Ended)  # the trial messages a worker keeps until acknowledged
