@@ -6,7 +6,7 @@ generator; the broker and the simulator drive the same `step`.
 
 from .algorithm import Algorithm
 from .asha import ASHA, AsyncHyperband
-from .decisions import Decision, FinishStudy, PromoteTrial, StartTrial, StopTrial
+from .decisions import CloneTrial, Decision, FinishStudy, PromoteTrial, StartTrial, StopTrial
 from .events import (
     AttemptFailed,
     AttemptFinished,
@@ -21,6 +21,7 @@ from .events import (
 )
 from .halving import hyperband_brackets, sha_rungs
 from .median_stopping import MedianStopping
+from .pbt import PBT
 from .random_search import GridSearch, RandomSearch
 from .space import Space, choice, grid, loguniform, randint, uniform
 from .state import State, Trial, TrialStatus
@@ -29,9 +30,9 @@ from .successive_halving import Hyperband, SuccessiveHalving
 
 __all__ = [
     "ASHA", "Algorithm", "AsyncHyperband", "AttemptFailed", "AttemptFinished", "CheckpointStored",
-    "ConfigEnqueued", "Decision", "Event", "FinishStudy", "GridSearch", "Hyperband", "MedianStopping",
-    "PromoteTrial", "RandomSearch", "ResultReported", "Space", "StartTrial", "State", "StopRequested",
-    "StopTrial", "SuccessiveHalving", "Trial", "TrialStatus", "WorkerJoined", "WorkerLost",
-    "WorkerReady", "choice", "grid", "hyperband_brackets", "loguniform", "randint", "replay",
-    "sha_rungs", "step", "uniform",
+    "CloneTrial", "ConfigEnqueued", "Decision", "Event", "FinishStudy", "GridSearch", "Hyperband",
+    "MedianStopping", "PBT", "PromoteTrial", "RandomSearch", "ResultReported", "Space",
+    "StartTrial", "State", "StopRequested", "StopTrial", "SuccessiveHalving", "Trial",
+    "TrialStatus", "WorkerJoined", "WorkerLost", "WorkerReady", "choice", "grid",
+    "hyperband_brackets", "loguniform", "randint", "replay", "sha_rungs", "step", "uniform",
 ]

@@ -37,7 +37,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .decisions import Decision, FinishStudy, PromoteTrial, StartTrial, StopTrial
+from .decisions import CloneTrial, Decision, FinishStudy, PromoteTrial, StartTrial, StopTrial
 from .events import (
     AttemptFailed,
     AttemptFinished,
@@ -66,6 +66,7 @@ class Job:
     rung: int
     promote: bool
     reason: str
+    source: int | None = None  # clone: the trial whose checkpoint the attempt starts from
 
 
 def exact_str(value: float) -> str:
@@ -187,7 +188,7 @@ class Algorithm:
                 state.queued.append(tid)
             case StopRequested():
                 state.stopping = True
-            case StartTrial() | PromoteTrial():
+            case StartTrial() | PromoteTrial() | CloneTrial():
                 self._fold_start(state, record)
             case StopTrial(trial=tid, reason=reason):
                 self._end_trial(state, state.trials[tid], TrialStatus.STOPPED, reason)
@@ -235,6 +236,10 @@ class Algorithm:
         return self._next_job(state)
 
     def _assign(self, state: State, worker: str, job: Job) -> Decision:
+        if job.source is not None:
+            trial, source = state.trials[job.trial], state.trials[job.source]
+            return CloneTrial(trial.id, trial.attempt + 1, worker, job.config, job.budget,
+                              source.checkpoint, source.id, job.reason)
         if job.promote:
             trial = state.trials[job.trial]
             return PromoteTrial(trial.id, trial.attempt + 1, worker, trial.config, job.budget,
@@ -306,7 +311,10 @@ class Algorithm:
             return None
         return trial
 
-    def _fold_start(self, state: State, decision: StartTrial | PromoteTrial) -> None:
+    def _fold_start(self, state: State, decision: StartTrial | PromoteTrial | CloneTrial) -> None:
+        if isinstance(decision, CloneTrial):
+            self._fold_clone(state, decision)
+            return
         tid = decision.trial
         if tid == len(state.trials):
             state.trials.append(Trial(tid, dict(decision.config), TrialStatus.RUNNING))
@@ -321,8 +329,8 @@ class Algorithm:
             state.brackets.append(self._new_bracket(decision.bracket))
             state.live_brackets.append(decision.bracket)
         bracket = state.brackets[decision.bracket]
-        if isinstance(decision, PromoteTrial):
-            bracket.rungs[trial.rung].promote(tid)
+        if isinstance(decision, PromoteTrial) and tid in bracket.rungs[trial.rung].keys:
+            bracket.rungs[trial.rung].promote(tid)  # (a PBT member going on holds no rung place)
         if not retry:
             bracket.rungs[decision.rung].entered += 1
             state.jobs += 1
@@ -330,17 +338,31 @@ class Algorithm:
         if trial.attempt == 0:
             state.started += 1
         state.budget_spent += decision.budget - self._resume_step(trial)
-        trial.status = TrialStatus.RUNNING
-        trial.attempt = decision.attempt
-        trial.worker = decision.worker
-        trial.budget = decision.budget
         trial.bracket = decision.bracket
         trial.rung = decision.rung
-        trial.step = None
-        state.workers[decision.worker] = tid
-        state.idle.pop(decision.worker, None)
+        self._run(state, trial, decision.attempt, decision.worker, decision.budget)
         if isinstance(decision, PromoteTrial):
             self._bracket_changed(state, bracket)
+
+    def _fold_clone(self, state: State, decision: CloneTrial) -> None:
+        """The trial takes the source's weights (its checkpoint) and the new hyperparameters."""
+        trial, source = state.trials[decision.trial], state.trials[decision.source]
+        trial.config = dict(decision.config)
+        trial.checkpoint = decision.checkpoint
+        trial.checkpoint_step = source.checkpoint_step
+        trial.lost = 0
+        state.jobs += 1
+        state.budget_spent += decision.budget - trial.checkpoint_step
+        self._run(state, trial, decision.attempt, decision.worker, decision.budget)
+
+    def _run(self, state: State, trial: Trial, attempt: int, worker: str, budget: float) -> None:
+        trial.status = TrialStatus.RUNNING
+        trial.attempt = attempt
+        trial.worker = worker
+        trial.budget = budget
+        trial.step = None
+        state.workers[worker] = trial.id
+        state.idle.pop(worker, None)
 
     def _fold_result(self, state: State, event: ResultReported) -> None:
         trial = self._trial(state, event.trial)

@@ -64,3 +64,35 @@ class CrossingCurves:
     def seconds(self, config: Mapping[str, Any], start: float, stop: float) -> float:
         per_unit = 2.0 ** (2.0 * config["x3"] - 1.0) if self.varied_cost else 1.0
         return per_unit * (stop - start)
+
+
+class ToyQuadratic:
+    """The toy of Jaderberg et al. 2017 (section 4, figure 2): maximise Q(theta) = 1.2 - |theta|^2
+    by gradient ascent on the surrogate Q_hat(theta | h) = 1.2 - (h0 theta0^2 + h1 theta1^2), from
+    theta = (0.9, 0.9), with step size `lr`. A member with h = (1, 0) only ever shrinks theta0 and ends
+    at Q = 1.2 - 0.81 = 0.39, and so does h = (0, 1); only by copying each other's theta, as PBT does,
+    can a member shrink both. The model is theta; each step costs one second.
+    """
+
+    metric = "Q"
+    space = Space({"h0": uniform(0.0, 1.0), "h1": uniform(0.0, 1.0)})
+
+    def __init__(self, lr: float = 0.05):
+        self.lr = lr
+
+    def initial(self, config: Mapping[str, Any]) -> tuple[float, float]:
+        return (0.9, 0.9)
+
+    def train(self, config: Mapping[str, Any], model, start: float, stop: float) -> tuple[float, float]:
+        theta0, theta1 = model
+        for _ in range(int(round(stop - start))):
+            # The gradient of Q_hat is -2 h theta, so ascent scales each coordinate by 1 - 2 lr h.
+            theta0 -= self.lr * 2.0 * config["h0"] * theta0
+            theta1 -= self.lr * 2.0 * config["h1"] * theta1
+        return (theta0, theta1)
+
+    def evaluate(self, config: Mapping[str, Any], model, step: float) -> float:
+        return 1.2 - (model[0] ** 2 + model[1] ** 2)
+
+    def seconds(self, config: Mapping[str, Any], start: float, stop: float) -> float:
+        return stop - start

@@ -1,9 +1,10 @@
 """Decisions: what an algorithm wants done, each with a human `reason`.
 
 `StartTrial` and `PromoteTrial` both ask a named worker to run one attempt of a trial up to `budget`
-units, resuming from `checkpoint` when one is given; a worker treats them alike. They differ in what
-they mean for the study: a start is a trial's first attempt or a retry at the same budget, a promotion
-moves a trial to a larger budget. `bracket` and `rung` say where the attempt lands, for people reading
+units, resuming from `checkpoint` when one is given; a worker treats them, and `CloneTrial`, alike.
+They differ in what they mean for the study: a start is a trial's first attempt or a retry at the same
+budget, a promotion moves a trial to a larger budget (or, in PBT, on to its next segment), a clone
+restarts a trial from another trial's checkpoint with new hyperparameters. `bracket` and `rung` say where the attempt lands, for people reading
 the journal; a worker ignores them.
 """
 
@@ -40,6 +41,21 @@ class PromoteTrial:
 
 
 @dataclass(frozen=True, slots=True)
+class CloneTrial:
+    """PBT's exploit and explore in one decision: the next attempt of `trial` starts from `source`'s
+    checkpoint with the new `config`, up to `budget`. The loser's old weights are dropped."""
+
+    trial: int
+    attempt: int
+    worker: str
+    config: Mapping[str, Any]
+    budget: float
+    checkpoint: str
+    source: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class StopTrial:
     """Stop a running attempt; the trial ends for good."""
 
@@ -55,4 +71,4 @@ class FinishStudy:
     reason: str
 
 
-Decision = StartTrial | PromoteTrial | StopTrial | FinishStudy
+Decision = StartTrial | PromoteTrial | CloneTrial | StopTrial | FinishStudy

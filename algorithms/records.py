@@ -24,6 +24,7 @@ _KINDS = {
     "stop_requested": events.StopRequested,
     "start": decisions.StartTrial,
     "promote": decisions.PromoteTrial,
+    "clone": decisions.CloneTrial,
     "stop": decisions.StopTrial,
     "finish": decisions.FinishStudy,
 }

@@ -13,6 +13,13 @@ dropped attempt loses its worker at a uniformly drawn point of its work; the wor
 
 Every busy interval of every worker is kept as a `Span`, so utilisation (busy time / (workers x
 makespan)) and the best-so-far curve over simulated time can be read off the result.
+
+Benchmarks come in two kinds. A stateless one maps (config, step) to a metric: `evaluate(config,
+step)`. A stateful one has a model that training advances and a checkpoint copies, for algorithms that
+move weights between trials (PBT): `initial(config) -> model`, `train(config, model, start, stop) ->
+model` (a new model; the old one may be a checkpoint) and `evaluate(config, model, step)`. Both have
+`seconds(config, start, stop)`. Every checkpoint key maps to the model it holds, so a promotion, a
+retry or a clone resumes exactly the weights it names.
 """
 
 from __future__ import annotations
@@ -23,10 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .algorithm import Algorithm
-from .decisions import FinishStudy, PromoteTrial, StartTrial, StopTrial
+from .decisions import CloneTrial, FinishStudy, PromoteTrial, StartTrial, StopTrial
 from .events import (
     AttemptFinished,
     CheckpointStored,
+    ConfigEnqueued,
     ResultReported,
     WorkerJoined,
     WorkerLost,
@@ -88,6 +96,26 @@ class _Running:
     step: float
     generation: int
     slowdown: float
+    model: Any
+
+
+class _Stateless:
+    """A stateless benchmark seen through the stateful interface: the model is nothing."""
+
+    def __init__(self, benchmark: Any):
+        self.benchmark = benchmark
+
+    def initial(self, config):
+        return None
+
+    def train(self, config, model, start, stop):
+        return None
+
+    def evaluate(self, config, model, step):
+        return self.benchmark.evaluate(config, step)
+
+    def seconds(self, config, start, stop):
+        return self.benchmark.seconds(config, start, stop)
 
 
 class Simulator:
@@ -95,7 +123,7 @@ class Simulator:
                  report_every: float | None = 1.0, straggler_rate: float = 0.0,
                  straggler_slowdown: float = 3.0, drop_rate: float = 0.0,
                  rejoin_after: float | None = None, record: bool = False,
-                 stepper: Callable = step):
+                 stepper: Callable = step, enqueue=()):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"`workers` is {workers!r}, but must be an int >= 1")
         if report_every is not None and not report_every > 0:
@@ -108,7 +136,8 @@ class Simulator:
         if rejoin_after is not None and not rejoin_after >= 0:
             raise ValueError(f"`rejoin_after` is {rejoin_after!r}, but must be >= 0 or None")
         self.algorithm = algorithm
-        self.benchmark = benchmark
+        self.benchmark = benchmark if hasattr(benchmark, "train") else _Stateless(benchmark)
+        self.enqueue = [dict(config) for config in enqueue]  # configurations the user enqueues first
         self.workers = workers
         self.seed = seed
         self.report_every = report_every
@@ -141,13 +170,15 @@ class _Run:
         self.now = 0.0
         self.running: dict[str, _Running] = {}
         self.generation = 0
-        self.checkpoints: dict[str, float] = {}
+        self.checkpoints: dict[str, tuple[float, Any]] = {}  # key -> (step, model)
         self.spans: list[Span] = []
         self.best_curve: list[tuple[float, float]] = []
         self.best_key = math.inf
         self.time_to_target: float | None = None
         self.events = 0
         self.records: list[tuple] = []
+        for config in sim.enqueue:
+            self.push(0.0, self.feed, ConfigEnqueued(config, time=0.0))
         for index in range(sim.workers):
             self.push(0.0, self.feed, WorkerJoined(f"w{index}", time=0.0))
         self.loop(until, max_events)
@@ -187,16 +218,19 @@ class _Run:
             self.records.append((event, decisions))
         for decision in decisions:
             match decision:
-                case StartTrial() | PromoteTrial():
+                case StartTrial() | PromoteTrial() | CloneTrial():
                     self.start(decision)
                 case StopTrial(trial=tid, attempt=attempt):
                     self.stop(tid, attempt)
                 case FinishStudy():
                     pass
 
-    def start(self, decision: StartTrial | PromoteTrial) -> None:
+    def start(self, decision: StartTrial | PromoteTrial | CloneTrial) -> None:
         sim = self.sim
-        start_step = self.checkpoints.get(decision.checkpoint, 0.0) if decision.checkpoint else 0.0
+        if decision.checkpoint is not None:
+            start_step, model = self.checkpoints[decision.checkpoint]
+        else:
+            start_step, model = 0.0, sim.benchmark.initial(dict(decision.config))
         span = Span(decision.worker, decision.trial, decision.attempt, self.now, start_step,
                     decision.budget)
         self.spans.append(span)
@@ -204,7 +238,7 @@ class _Run:
         straggles, drops, where = rng.random(3)
         slowdown = sim.straggler_slowdown if straggles < sim.straggler_rate else 1.0
         self.generation += 1
-        job = _Running(span, dict(decision.config), start_step, self.generation, slowdown)
+        job = _Running(span, dict(decision.config), start_step, self.generation, slowdown, model)
         self.running[decision.worker] = job
         if drops < sim.drop_rate:
             seconds = sim.benchmark.seconds(job.config, start_step, decision.budget) * slowdown
@@ -223,8 +257,9 @@ class _Run:
         if job is None or job.generation != generation:
             return
         span = job.span
+        job.model = self.sim.benchmark.train(job.config, job.model, job.step, at)
         job.step = at
-        value = self.sim.benchmark.evaluate(job.config, at)
+        value = self.sim.benchmark.evaluate(job.config, job.model, at)
         self.feed(ResultReported(span.trial, span.attempt, at, {self.algorithm.metric: value},
                                  time=self.now))
         key = ranking_key(value, self.maximise)
@@ -235,8 +270,8 @@ class _Run:
                 self.time_to_target = self.now
         if self.running.get(worker) is not job:
             return  # the result got the attempt stopped
-        checkpoint = f"{span.trial}/{span.attempt}/{at:g}"
-        self.checkpoints[checkpoint] = at
+        checkpoint = f"{span.trial}/{span.attempt}/{at!r}"
+        self.checkpoints[checkpoint] = (at, job.model)
         self.feed(CheckpointStored(span.trial, span.attempt, at, checkpoint, time=self.now))
         if self.running.get(worker) is not job:
             return

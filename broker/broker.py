@@ -36,6 +36,7 @@ from rung.algorithms import (
     AttemptFailed,
     AttemptFinished,
     CheckpointStored,
+    CloneTrial,
     PromoteTrial,
     ResultReported,
     StartTrial,
@@ -369,7 +370,7 @@ class Broker:
         for decision in decisions:
             self._remember(decision)
             match decision:
-                case StartTrial() | PromoteTrial():
+                case StartTrial() | PromoteTrial() | CloneTrial():
                     self.registry.entries[decision.worker].sent[
                         (decision.trial, decision.attempt)] = now
                     self._send(self.registry.route(decision.worker), self._run_message(decision))
@@ -378,10 +379,10 @@ class Broker:
                     self._send(self.registry.route(worker), p.Stop(tid, attempt, reason))
 
     def _remember(self, decision) -> None:
-        if isinstance(decision, (StartTrial, PromoteTrial)):
+        if isinstance(decision, (StartTrial, PromoteTrial, CloneTrial)):
             self.assigned[(decision.trial, decision.attempt)] = (decision.worker, decision.checkpoint)
 
-    def _run_message(self, decision: StartTrial | PromoteTrial) -> p.Run:
+    def _run_message(self, decision: StartTrial | PromoteTrial | CloneTrial) -> p.Run:
         trial = self.state.trials[decision.trial]
         key = decision.checkpoint
         size = self.store.size(key) if key is not None and self.store.exists(key) else 0

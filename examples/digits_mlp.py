@@ -271,12 +271,12 @@ def checkpoint_state(params, velocity, epoch: int, seed: int) -> dict[str, Any]:
     }
 
 
-def restore_state(state: dict[str, Any], config: dict[str, Any], seed: int):
+def restore_state(state: dict[str, Any], config: dict[str, Any]):
     """(params, velocity, epoch) from `checkpoint_state`'s data, checked against the configuration."""
     if state.get("format") != 1:
         raise ValueError(f"unknown checkpoint format {state.get('format')!r}")
-    if state["seed"] != seed:
-        raise ValueError("the checkpoint was written by a different configuration")
+    # Another configuration's checkpoint is fine (PBT clones weights into new hyperparameters);
+    # only the architecture must match.
     params, velocity = _unpack_arrays(state["params"]), _unpack_arrays(state["velocity"])
     if params["w1"].shape != (64, config["hidden"]):
         raise ValueError(f"checkpoint has {params['w1'].shape[1]} hidden units, config {config['hidden']}")
@@ -295,7 +295,7 @@ def train(trial) -> dict[str, float] | None:
     x_train, y_train, x_val, y_val = load_data()
 
     if trial.checkpoint is not None:
-        params, velocity, epoch = restore_state(trial.checkpoint, config, seed)
+        params, velocity, epoch = restore_state(trial.checkpoint, config)
         step = getattr(trial, "checkpoint_step", epoch)
         if step not in (None, epoch):
             raise ValueError(f"checkpoint_step is {step}, but the checkpoint was saved at epoch {epoch}")

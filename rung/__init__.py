@@ -10,6 +10,7 @@ from rung.algorithms import (
     GridSearch,
     Hyperband,
     MedianStopping,
+    PBT,
     RandomSearch,
     Space,
     SuccessiveHalving,
@@ -37,6 +38,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "tune", "TuneResult", "Study", "ASHA", "AsyncHyperband", "GridSearch", "Hyperband", "MedianStopping", "RandomSearch", "Space",
-    "SuccessiveHalving", "choice", "grid", "loguniform", "randint", "uniform",
+    "tune", "TuneResult", "Study", "ASHA", "AsyncHyperband", "GridSearch", "Hyperband",
+    "MedianStopping", "PBT", "RandomSearch", "Space", "SuccessiveHalving", "choice", "grid",
+    "loguniform", "randint", "uniform",
 ]

@@ -10,7 +10,7 @@ restarted broker checks it is resuming the same study), and be built in Python a
     seed = 0
 
     [algorithm]
-    name = "asha"                                # random, grid, sha, hyperband, asha, async-hyperband, median
+    name = "asha"                                # random, grid, sha, hyperband, asha, async-hyperband, median, pbt
     min_budget = 1                               # every other key is a setting of that algorithm
     max_budget = 27
     max_trials = 60
@@ -42,6 +42,7 @@ from rung.algorithms import (
     AsyncHyperband,
     GridSearch,
     Hyperband,
+    PBT,
     MedianStopping,
     RandomSearch,
     Space,
@@ -61,6 +62,7 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     "asha": ASHA,
     "async-hyperband": AsyncHyperband,
     "median": MedianStopping,
+    "pbt": PBT,
 }
 
 

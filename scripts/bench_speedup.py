@@ -5,7 +5,10 @@ each algorithm runs with 1, 4, 16, 64 and 256 workers and seeds 0-9 (the seed go
 which seeds the study with it, so the three algorithms see the same stream of configurations):
 
 - ASHA, promotion variant (min_budget=1, max_budget=81, eta=3);
-- Successive Halving (n_configs=81, min_budget=1, max_budget=81, eta=3, brackets=None, overlap=True);
+- Successive Halving (n_configs=81, min_budget=1, max_budget=81, eta=3, brackets=None), twice:
+  "SHA" with overlap=True (a worker that would wait at a rung's barrier opens the next bracket, the
+  strong parallel baseline of Li et al. 2020) and "SHA strict" with overlap=False (brackets one after
+  another, workers idle at the barriers, as the synchronous algorithm is written);
 - Hyperband (min_budget=1, max_budget=81, eta=3, iterations=None, overlap=True).
 
 A run is `Simulator(...).run(target=T, until=CAP / workers, max_events=MAX_EVENTS)`; its figure is
@@ -53,6 +56,8 @@ def algorithms(benchmark: CrossingCurves) -> dict:
         "ASHA": lambda: ASHA(benchmark.space, variant="promotion", **settings),
         "SHA": lambda: SuccessiveHalving(benchmark.space, n_configs=81, brackets=None,
                                          overlap=True, **settings),
+        "SHA strict": lambda: SuccessiveHalving(benchmark.space, n_configs=81, brackets=None,
+                                                overlap=False, **settings),
         "Hyperband": lambda: Hyperband(benchmark.space, iterations=None, overlap=True, **settings),
     }
 

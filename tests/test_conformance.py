@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 
 from rung.algorithms import (
     ASHA,
+    PBT,
     AsyncHyperband,
+    CloneTrial,
     GridSearch,
     Hyperband,
     MedianStopping,
@@ -76,6 +78,8 @@ ALGORITHMS = {
                                                          total_budget=400, **s),
     "median": lambda s: MedianStopping(SPACE, budget=9, grace_period=2, min_samples=2,
                                        max_trials=25, **s),
+    "pbt": lambda s: PBT(SPACE, population=6, ready=2, max_budget=12, resample_probability=0.2, **s),
+    "pbt-generations": lambda s: PBT(SPACE, population=5, ready=3, max_budget=12, synchronous=True, **s),
 }
 
 studies = st.fixed_dictionaries({
@@ -120,7 +124,7 @@ def quota(algorithm, bracket, rung_index):
 
 def check_decision(algorithm, state, decision):
     match decision:
-        case StartTrial() | PromoteTrial():
+        case StartTrial() | PromoteTrial() | CloneTrial():
             assert decision.worker in state.idle, "work went to a busy worker"
             if decision.trial < len(state.trials):
                 trial = state.trials[decision.trial]
@@ -131,13 +135,32 @@ def check_decision(algorithm, state, decision):
         case StopTrial(trial=tid, attempt=attempt):
             trial = state.trials[tid]
             assert trial.status == TrialStatus.RUNNING and trial.attempt == attempt
-    if isinstance(decision, PromoteTrial):
+    if isinstance(decision, CloneTrial):
+        check_clone(algorithm, state, decision)
+    if isinstance(decision, PromoteTrial) and not isinstance(algorithm, PBT):
         trial = state.trials[decision.trial]
         bracket = state.brackets[trial.bracket]
         rung = bracket.rungs[trial.rung]
         assert trial.status == TrialStatus.PAUSED
         assert rung.rank(trial.id) < quota(algorithm, bracket, trial.rung), (
             "promoted from outside the top floor(n / eta)")
+
+
+def check_clone(algorithm, state, clone):
+    """PBT never clones from outside the top quantile, into a member outside the bottom one, or from
+    a member that has never checkpointed."""
+    ranked = sorted((t.info["score"], t.id) for t in state.trials
+                    if "score" in t.info and t.status != TrialStatus.FAILED)
+    cut = max(1, math.floor(len(ranked) * algorithm.quantile))
+    member, source = state.trials[clone.trial], state.trials[clone.source]
+    assert (member.info["score"], member.id) in ranked[-cut:], "cloned into a member not at the bottom"
+    assert (source.info["score"], source.id) in ranked[:cut], "cloned from outside the top quantile"
+    assert source.checkpoint is not None and clone.checkpoint == source.checkpoint
+    assert member.status == TrialStatus.PAUSED
+    for name, domain in algorithm.space.params.items():
+        low, high = getattr(domain, "low", None), getattr(domain, "high", None)
+        if low is not None:
+            assert low <= clone.config[name] <= high, "explored out of bounds"
 
 
 def check_state(algorithm, state):

@@ -85,10 +85,17 @@ def test_a_budget_already_reached_trains_nothing():
     assert again.reports == [] and again.saves == []
 
 
-def test_a_checkpoint_of_another_config_is_refused():
+def test_a_checkpoint_of_another_architecture_is_refused():
     state = run(GOOD, 1).saves[0][1]
-    with pytest.raises(ValueError):
-        run({**GOOD, "lr": 0.01}, 2, checkpoint=state, checkpoint_step=1)
+    with pytest.raises(ValueError, match="hidden units"):
+        run({**GOOD, "hidden": 32}, 2, checkpoint=state, checkpoint_step=1)
+
+
+def test_a_pbt_clone_trains_on_from_another_configs_weights_with_its_own_optimiser_settings():
+    state = run(GOOD, 3).saves[-1][1]
+    clone = run({**GOOD, "lr": GOOD["lr"] * 0.8, "momentum": 0.5}, 6, checkpoint=state, checkpoint_step=3)
+    assert [step for step, _ in clone.reports] == [4, 5, 6]
+    assert clone.reports[-1][1]["accuracy"] > 0.9
 
 
 @pytest.mark.parametrize("lr", [1e3, 1e6])

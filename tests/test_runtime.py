@@ -254,3 +254,26 @@ def test_status_asks_a_live_broker_or_reads_a_directory(tmp_path):
         broker.wait()
     offline = rung("status", str(tmp_path), stdout=subprocess.PIPE, text=True)
     assert offline.communicate(timeout=30)[0].startswith("study 'probe'")
+
+
+def test_pbt_clones_between_workers_and_survives_a_killed_worker(tmp_path):
+    study = Study(CURVE, {"x": uniform(0.0, 1.0), "sleep": 0.05}, "pbt",
+                  {"population": 4, "ready": 2, "max_budget": 12, "factors": [0.5, 2.0]})
+    broker = Broker(study, tmp_path, **FAST).start()
+    workers = [worker(broker.address, f"w{i}") for i in range(3)]
+    try:
+        def cloned():
+            with broker._lock:
+                return any(t.info.get("clones") for t in broker.state.trials)
+
+        wait_for(cloned, 60, "a first clone")
+        workers[0].send_signal(signal.SIGKILL)
+        assert broker.wait(90)
+    finally:
+        stop(*workers)
+    state = broker.state
+    assert [t.status.name for t in state.trials] == ["COMPLETED"] * 4
+    assert all(max(step for _, step, _ in t.history) == 12 for t in state.trials)
+    counted_once(state)
+    clones = [d for _, ds in _records(tmp_path) for d in ds if d[0] == "clone"]
+    assert clones and all(d[6] is not None for d in clones)  # every clone resumed a stored checkpoint

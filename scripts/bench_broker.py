@@ -1,0 +1,1004 @@
+"""The broker under load: its results/s against the raw ZeroMQ ceiling, dispatch latency, memory.
+
+Every process runs on this machine and talks over tcp://127.0.0.1. The machine the figures in
+scripts/results come from has 2 cores, and in parts 1 to 3 the two sides of each measurement (echo
+server and client, broker and fleet, broker and workers) each want a core of their own: they compete
+for the CPU with each other and with ZeroMQ's I/O threads, so the figures are those of a loaded
+2-core box, not of a broker with a head node to itself. The CPU each side used is printed with them.
+
+Part 1, the raw ceiling. A ROUTER in a process of its own echoes every message back as it came (a
+blocking recv_multipart / send_multipart loop, no decoding); a DEALER in this process sends a real
+encoded `result` (the 5-byte header frame and a 104-byte msgpack payload, the two frames the broker
+sees). Pipelined: WINDOW_RAW messages kept in flight for PIPE_SECONDS after a short warm-up; the
+figure is round trips completed per second. One at a time: LATENCY_ROUNDS round trips, each sent after
+the previous came back; median and 99th percentile microseconds. Both sides are Python (pyzmq), as
+the broker and the workers are, so this is the ceiling for a Python broker loop that did no work.
+
+Part 2, the broker's sustained results/s with the journal on. The broker runs as it is deployed, its
+own process (`python -m rung broker --study FILE --dir DIR --bind tcp://127.0.0.1:0`, heartbeat 0.5 s,
+liveness 5 s), so that it and the fleet do not share a GIL: an embedded `Broker(...).start()` thread
+would be slowed by the fleet's Python, and the fleet by it. The study is random search with one rung
+at budget 1e9 and no trial limit, so an attempt never ends and every message is a result. The fleet is
+one more process (spawned by multiprocessing) holding N DEALER sockets driven by one zmq.Poller loop;
+each socket is a simulated worker that speaks the real protocol through rung.protocol.encode/decode:
+hello, welcome, run, then results of its attempt (seq and step counting from 1) as fast as acks allow,
+never more than RESULT_WINDOW unacknowledged per worker, a heartbeat (listing its attempt) whenever it
+has sent nothing for the broker's heartbeat interval, an `ended` when its step reaches the budget (not
+here), and a fresh attempt for every run. After every worker holds a run and a warm-up, results whose
+ack came back during a fixed window are counted: an ack is sent only after the journal's fsync for
+the loop iteration that handled the result, so each counted result is durable. Cross-checks: the
+results the journal stamped inside the window, and that the journal holds at least every result the
+fleet saw acknowledged. Also given: result-to-ack latency, the CPU each process used in the window
+(from /proc, all threads), broker CPU microseconds per result, the time until every worker held a run,
+and, read from the journal after the broker stopped (it is stopped before the fleet disconnects), the
+`worker_lost` events. Target: results/s >= half the pipelined raw ceiling, at every worker count; with
+1000 workers, none lost.
+
+Part 3, per-trial dispatch overhead. (a) Real workers: the broker process as above and 1 or 2 worker
+processes (`python -m rung worker --connect ADDR`, PYTHONPATH holding the repository root) run random
+search with budget 1 and max_trials DISPATCH_TRIALS of `scripts.noop_trainable:train`, which reports
+once at step 1 and returns. From the journal, for each attempt: the wall time the broker stamped on
+the event of the step that decided its `start`, to the stamp of its first `result` event. That
+interval holds: the commit (fsync) of the deciding iteration, the `run` message to the worker, the
+worker writing the attempt's spec file and spawning `python -m rung.worker.child` (a fresh
+interpreter, which imports rung and the trainable), the report down the pipe to the worker, the
+`result` message, and the broker's next loop iteration handling it. For reference the script times
+`python -c pass` and `python -c "import rung.worker.child"` (median of a few runs). Also: first result
+to the attempt's `ended` (the child exiting and being reaped), and trials per second. (b) The broker
+and protocol alone: the fleet of part 2 on a study with budget 1, where each simulated worker answers a
+run with one result and, at once, `ended`. Per attempt: from the wall time the broker stamped on the
+`attempt_finished` event (it handles the `ended`) to the fleet receiving the next `run` on that
+worker, and from the fleet sending `ended` to receiving that `run` (both ends on one clock).
+Target: dispatch overhead under 5 ms (median), printed for (a) and (b).
+
+Part 4, broker memory per trial. No sockets: ASHA (promotion, min_budget 1, max_budget 81, eta 3,
+max_trials N) runs on CrossingCurves with 64 simulated workers and report_every=1.0, so every trial
+holds several results, until the study finishes. Measured on the state it leaves: tracemalloc (bytes
+still traced once everything but the state is released, at the smaller size only since tracing slows
+the run about 5x) and a walk of every object reachable from the state summing sys.getsizeof (both
+sizes). A stepper wrapper also rebuilds what the broker keeps beside the state (`assigned`, `seqs` and
+the registry's per-worker `sent` map, one entry per attempt each) and the journal payloads; given are
+their deep size, the journal's bytes on disk, the RSS growth of the whole build, and (smaller size) the
+deep size of the decoded records a restarted broker's `Journal.records` keeps after replay.
+
+Every process started here is stopped at the end, also on error. Wall times are single runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import math
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import types
+from collections import deque
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import zmq
+
+from benchlib import environment, parse_args, table, verdict, write_json
+from rung import protocol as p
+from rung.algorithms import ASHA, PromoteTrial, StartTrial, step
+from rung.algorithms.benchmarks import CrossingCurves
+from rung.algorithms.records import record_to_data
+from rung.algorithms.simulate import Simulator
+from rung.broker.journal import read_records
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "tcp://127.0.0.1"
+
+# Part 1
+WINDOW_RAW = 1000
+PIPE_SECONDS, QUICK_PIPE_SECONDS = 3.0, 1.0
+LATENCY_ROUNDS, QUICK_LATENCY_ROUNDS = 5000, 1000
+# Part 2
+WORKER_COUNTS = (1, 10, 100, 1000)
+RESULT_WINDOW = 16
+WARMUP, QUICK_WARMUP = 2.0, 0.5
+MEASURE, QUICK_MEASURE = 8.0, 1.5
+HEARTBEAT, LIVENESS = 0.5, 5.0
+NEVER_ENDS = 1e9
+# Part 3
+DISPATCH_TRIALS, QUICK_DISPATCH_TRIALS = 200, 30
+DISPATCH_WORKERS = (1, 2)
+PROTOCOL_WORKERS, QUICK_PROTOCOL_WORKERS = (1, 10), (1, 10)
+PROTOCOL_SECONDS, QUICK_PROTOCOL_SECONDS = 3.0, 1.0
+STARTUP_RUNS, QUICK_STARTUP_RUNS = 7, 3
+TRAINABLE = "scripts.noop_trainable:train"
+# Part 4
+MEMORY_SIZES, QUICK_MEMORY_SIZES = (10_000, 100_000), (1_000, 10_000)
+MEMORY_WORKERS = 64
+SEED = 0
+# Targets
+TARGET_CEILING_SHARE = 0.5
+TARGET_LOST_AT = 1000
+TARGET_DISPATCH_MS = 5.0
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------------------------------------------------
+# Processes: every one is registered, and `close` stops whatever is still running.
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the kernel kills the child if this script dies (PR_SET_PDEATHSIG = 1)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except Exception:
+        pass
+
+
+class Processes:
+    def __init__(self):
+        self.items: list = []
+
+    def popen(self, args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+        with open(log, "ab") as out:
+            process = subprocess.Popen(args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                       stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        self.items.append(process)
+        return process
+
+    def spawn(self, target, *args):
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        process = context.Process(target=target, args=(theirs, *args), daemon=True)
+        process.start()
+        theirs.close()
+        self.items.append(process)
+        return process, ours
+
+    def close(self) -> None:
+        for item in reversed(self.items):
+            stop_process(item, grace=0.0)
+        self.items.clear()
+
+
+def stop_process(item, grace: float, interrupt: bool = False) -> None:
+    """SIGINT (if asked) and `grace` seconds to exit, then SIGKILL; always reaped."""
+    if isinstance(item, subprocess.Popen):
+        if item.poll() is None and interrupt:
+            item.send_signal(signal.SIGINT)
+            try:
+                item.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        if item.poll() is None:
+            item.kill()
+        item.wait()
+    else:
+        item.join(grace)
+        if item.is_alive():
+            item.kill()
+        item.join()
+
+
+def cpu_seconds(pid: int | str) -> float:
+    """User + system CPU time of a process, all its threads (from /proc)."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return math.nan
+    fields = data[data.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def percentile(values, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else math.nan
+
+
+# ------------------------------------------------------------------------------------------------
+# Part 1: the raw ROUTER/DEALER ceiling.
+
+
+def sample_result() -> list[bytes]:
+    return p.encode(p.Result("sim-0000", 123456789, 12, 1, 1, 1.0, {"loss": 0.123}))
+
+
+def echo_server(conn) -> None:
+    context = zmq.Context()
+    sock = context.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 10 * WINDOW_RAW)  # nothing is dropped: the window fits the queues
+    sock.setsockopt(zmq.RCVHWM, 10 * WINDOW_RAW)
+    sock.bind(f"{HOST}:0")
+    conn.send(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+    parent = os.getppid()
+    try:
+        while True:
+            if not sock.poll(1000):
+                if os.getppid() != parent:
+                    return
+                continue
+            frames = sock.recv_multipart()
+            if len(frames) == 2 and frames[1] == b"QUIT":
+                return
+            sock.send_multipart(frames)
+    finally:
+        sock.close(0)
+        context.term()
+
+
+def measure_raw(processes: Processes, quick: bool) -> dict:
+    server, conn = processes.spawn(echo_server)
+    address = conn.recv()
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 10 * WINDOW_RAW)
+    sock.setsockopt(zmq.RCVHWM, 10 * WINDOW_RAW)
+    sock.connect(address)
+    frames = sample_result()
+    try:
+        # Pipelined: keep WINDOW_RAW in flight; count round trips completed inside the window.
+        seconds = QUICK_PIPE_SECONDS if quick else PIPE_SECONDS
+        sent = received = 0
+        began = time.perf_counter()
+        start_at, end_at = began + 0.3, began + 0.3 + seconds
+        counted_from = None
+        server_cpu0 = None
+        while True:
+            while sent - received < WINDOW_RAW:
+                sock.send_multipart(frames)
+                sent += 1
+            sock.recv_multipart()
+            received += 1
+            while True:
+                try:
+                    sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                received += 1
+            now = time.perf_counter()
+            if counted_from is None and now >= start_at:
+                counted_from, t0 = received, now
+                server_cpu0, client_cpu0 = cpu_seconds(server.pid), cpu_seconds("self")
+            if now >= end_at:
+                break
+        window = now - t0
+        completed = received - counted_from
+        pipelined = completed / window
+        server_cpu = (cpu_seconds(server.pid) - server_cpu0) / window
+        client_cpu = (cpu_seconds("self") - client_cpu0) / window
+        while received < sent:
+            sock.recv_multipart()
+            received += 1
+        # One at a time.
+        rounds = QUICK_LATENCY_ROUNDS if quick else LATENCY_ROUNDS
+        for _ in range(200):
+            sock.send_multipart(frames)
+            sock.recv_multipart()
+        latencies = []
+        for _ in range(rounds):
+            t = time.perf_counter_ns()
+            sock.send_multipart(frames)
+            sock.recv_multipart()
+            latencies.append(time.perf_counter_ns() - t)
+        sock.send(b"QUIT")  # one frame: the server sees [route, b"QUIT"]
+    finally:
+        sock.close(0)
+        context.term()
+        stop_process(server, grace=2.0)
+    lat_us = np.array(latencies) / 1000
+    return {
+        "payload_bytes": [len(f) for f in frames],
+        "window": WINDOW_RAW,
+        "pipelined_seconds": window,
+        "pipelined_round_trips": completed,
+        "pipelined_round_trips_per_s": pipelined,
+        "pipelined_server_cpu": server_cpu,
+        "pipelined_client_cpu": client_cpu,
+        "latency_rounds": rounds,
+        "latency_median_us": float(np.median(lat_us)),
+        "latency_p99_us": percentile(lat_us, 99),
+        "one_at_a_time_round_trips_per_s": 1e6 / float(np.mean(lat_us)),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# The broker process.
+
+
+def study_file(path: Path, *, budget: float, max_trials: int | None, trainable: str) -> Path:
+    lines = [
+        'name = "bench-broker"', f'trainable = "{trainable}"', 'metric = "loss"', 'mode = "min"',
+        "seed = 0", "", "[algorithm]", 'name = "random"', f"budget = {float(budget)!r}",
+    ]
+    if max_trials is not None:
+        lines.append(f"max_trials = {max_trials}")
+    lines += ["", "[space]", 'x = ["uniform", 0.0, 1.0]', ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def start_broker(processes: Processes, work: Path, study: Path) -> tuple[subprocess.Popen, str, Path]:
+    directory = work / "study"
+    log = work / "broker.log"
+    broker = processes.popen(
+        [sys.executable, "-m", "rung", "broker", "--study", str(study), "--dir", str(directory),
+         "--bind", f"{HOST}:0", "--heartbeat", str(HEARTBEAT), "--liveness", str(LIVENESS)], log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = re.search(r"serving .* on (tcp://\S+)", log.read_text(errors="replace"))
+        if found:
+            return broker, found.group(1), directory
+        if broker.poll() is not None:
+            break
+        time.sleep(0.02)
+    raise RuntimeError(f"the broker did not start: {log.read_text(errors='replace')[-2000:]}")
+
+
+def journal_records(directory: Path) -> list:
+    return read_records(directory / "journal")[1:]  # the first record is the study
+
+
+# ------------------------------------------------------------------------------------------------
+# The fleet of simulated workers (its own process).
+
+
+class SimWorker:
+    __slots__ = ("name", "incarnation", "sock", "run", "seq", "step", "acked", "ended", "last_sent",
+                 "pending", "ended_at", "ended_key")
+
+    def __init__(self, index: int, sock):
+        self.name = f"sim-{index:04d}"
+        self.incarnation = int.from_bytes(os.urandom(4), "big")
+        self.sock = sock
+        self.run: tuple | None = None  # (trial, attempt, budget)
+        self.seq = 0
+        self.step = 0
+        self.acked = 0
+        self.ended = False
+        self.last_sent = 0.0
+        self.pending: deque = deque()  # (seq, monotonic sent) of results not yet acknowledged
+        self.ended_at = None  # wall time the last `ended` was sent
+        self.ended_key = None  # (trial, attempt) it ended
+
+
+class Fleet:
+    def __init__(self, address: str, count: int, window: int):
+        self.context = zmq.Context()
+        self.context.set(zmq.MAX_SOCKETS, count + 64)
+        self.poller = zmq.Poller()
+        self.window = window
+        self.heartbeat = HEARTBEAT
+        self.workers: list[SimWorker] = []
+        self.by_sock: dict = {}
+        for index in range(count):
+            sock = self.context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(address)
+            worker = SimWorker(index, sock)
+            self.workers.append(worker)
+            self.by_sock[sock] = worker
+            self.poller.register(sock, zmq.POLLIN)
+        self.acked_results = 0  # results acknowledged, over the whole run
+        self.recording = False
+        self.ack_latencies: list[float] = []
+        self.dispatches: list[tuple] = []  # ((trial, attempt) ended, wall ended sent, wall run received)
+        self.counts = dict(runs=0, welcomes=0, rejoins=0, errors=0, stops=0, shutdowns=0,
+                           runs_while_busy=0, heartbeats=0)
+        self.error_reasons: list[str] = []
+
+    def send(self, worker: SimWorker, message, now: float) -> None:
+        try:
+            worker.sock.send_multipart(p.encode(message), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+        worker.last_sent = now
+
+    def held(self, worker: SimWorker) -> list:
+        run = worker.run
+        if run is None or (worker.ended and worker.acked >= worker.seq):
+            return []
+        return [[run[0], run[1]]]
+
+    def hello(self, worker: SimWorker, now: float) -> None:
+        self.send(worker, p.Hello(worker.name, worker.incarnation, "cpu", socket.gethostname(),
+                                  os.getpid(), self.held(worker)), now)
+
+    def handle(self, worker: SimWorker, message, now: float) -> None:
+        match message:
+            case p.Ack(trial=trial, attempt=attempt, seq=seq):
+                run = worker.run
+                if run is None or (run[0], run[1]) != (trial, attempt) or seq <= worker.acked:
+                    return
+                results_before = min(worker.acked, worker.step)
+                worker.acked = seq
+                self.acked_results += min(seq, worker.step) - results_before
+                pending = worker.pending
+                while pending and pending[0][0] <= seq:
+                    sent = pending.popleft()[1]
+                    if self.recording:
+                        self.ack_latencies.append(now - sent)
+            case p.Run(trial=trial, attempt=attempt, budget=budget):
+                self.counts["runs"] += 1
+                if worker.run is not None and not worker.ended:
+                    self.counts["runs_while_busy"] += 1
+                if worker.ended_key is not None and self.recording:
+                    self.dispatches.append((worker.ended_key, worker.ended_at, time.time()))
+                worker.ended_key = None
+                worker.run = (trial, attempt, budget)
+                worker.seq = worker.step = worker.acked = 0
+                worker.ended = False
+                worker.pending.clear()
+            case p.Welcome(heartbeat=heartbeat):
+                self.counts["welcomes"] += 1
+                self.heartbeat = heartbeat
+            case p.Pong():
+                pass
+            case p.Rejoin():
+                self.counts["rejoins"] += 1
+                self.hello(worker, now)
+            case p.Stop(trial=trial, attempt=attempt):
+                self.counts["stops"] += 1
+                run = worker.run
+                if run is not None and (run[0], run[1]) == (trial, attempt) and not worker.ended:
+                    worker.seq += 1
+                    worker.ended = True
+                    self.send(worker, p.Ended(worker.name, worker.incarnation, trial, attempt,
+                                              worker.seq, "finished", "stopped"), now)
+            case p.Shutdown():
+                self.counts["shutdowns"] += 1
+            case p.Error(reason=reason):
+                self.counts["errors"] += 1
+                if len(self.error_reasons) < 5:
+                    self.error_reasons.append(reason)
+
+    def pump(self, worker: SimWorker, now: float) -> None:
+        """Send results up to the window; `ended` once the step reaches the budget."""
+        run = worker.run
+        if run is None or worker.ended:
+            return
+        trial, attempt, budget = run
+        while worker.step < budget and worker.seq - worker.acked < self.window:
+            worker.seq += 1
+            worker.step += 1
+            self.send(worker, p.Result(worker.name, worker.incarnation, trial, attempt, worker.seq,
+                                       float(worker.step), {"loss": 1.0 / worker.step}), now)
+            worker.pending.append((worker.seq, now))
+        if worker.step >= budget:
+            worker.seq += 1
+            worker.ended = True
+            worker.ended_key = (trial, attempt)
+            worker.ended_at = time.time()
+            self.send(worker, p.Ended(worker.name, worker.incarnation, trial, attempt, worker.seq,
+                                      "finished", "returned"), now)
+
+    def serve(self, seconds: float, conn=None) -> bool:
+        """Run the loop for `seconds` (or, with `conn`, until it says something); False if the
+        parent died."""
+        parent = os.getppid()
+        if conn is not None:
+            self.poller.register(conn.fileno(), zmq.POLLIN)
+        deadline = time.monotonic() + seconds
+        next_scan = 0.0
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    return True
+                ready = self.poller.poll(max(1, int(min(deadline - now, 0.05) * 1000)))
+                now = time.monotonic()
+                for sock, _ in ready:
+                    worker = self.by_sock.get(sock)
+                    if worker is None:  # the control pipe
+                        return True
+                    while True:
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self.handle(worker, p.decode(frames), now)
+                    self.pump(worker, now)
+                if now >= next_scan:
+                    next_scan = now + min(0.1, self.heartbeat / 4)
+                    if os.getppid() != parent:
+                        return False
+                    for worker in self.workers:
+                        if now - worker.last_sent >= self.heartbeat:
+                            self.counts["heartbeats"] += 1
+                            self.send(worker, p.Heartbeat(worker.name, worker.incarnation,
+                                                          self.held(worker)), now)
+        finally:
+            if conn is not None:
+                self.poller.unregister(conn.fileno())
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.sock.close(0)
+        self.context.term()
+
+
+def fleet_main(conn, address: str, count: int, warmup: float, seconds: float, broker_pid: int) -> None:
+    fleet = Fleet(address, count, RESULT_WINDOW)
+    try:
+        began = time.monotonic()
+        for worker in fleet.workers:
+            fleet.hello(worker, began)
+        # Connect: until every worker holds a run.
+        while sum(w.run is not None for w in fleet.workers) < count:
+            if time.monotonic() - began > 60:
+                raise RuntimeError(f"only {sum(w.run is not None for w in fleet.workers)} of {count} "
+                                   "workers got a run within 60 s")
+            if not fleet.serve(0.05):
+                return
+        connect_s = time.monotonic() - began
+        if not fleet.serve(warmup):
+            return
+        fleet.recording = True
+        acked0, wall0, t0 = fleet.acked_results, time.time(), time.monotonic()
+        broker_cpu0, fleet_cpu0 = cpu_seconds(broker_pid), cpu_seconds("self")
+        if not fleet.serve(seconds):
+            return
+        fleet.recording = False
+        acked1, wall1, t1 = fleet.acked_results, time.time(), time.monotonic()
+        broker_cpu1, fleet_cpu1 = cpu_seconds(broker_pid), cpu_seconds("self")
+        window = t1 - t0
+        latencies = np.array(fleet.ack_latencies) * 1000
+        conn.send({
+            "workers": count, "connect_s": connect_s, "window_s": window, "wall0": wall0,
+            "wall1": wall1, "results": acked1 - acked0, "results_per_s": (acked1 - acked0) / window,
+            "acked_total_at_end": acked1,
+            "ack_latency_median_ms": percentile(latencies, 50),
+            "ack_latency_p99_ms": percentile(latencies, 99),
+            "broker_cpu": (broker_cpu1 - broker_cpu0) / window,
+            "fleet_cpu": (fleet_cpu1 - fleet_cpu0) / window,
+            "broker_rss_bytes": rss_bytes(broker_pid),
+            "dispatches": fleet.dispatches, "counts": dict(fleet.counts),
+            "error_reasons": fleet.error_reasons,
+        })
+        # Keep answering (acks, heartbeats) until told to go: the broker is stopped first, so that
+        # the fleet leaving is never taken for workers lost.
+        fleet.serve(120, conn)
+        conn.send({"acked_total": fleet.acked_results})
+    except BaseException as error:
+        conn.send({"error": f"{type(error).__name__}: {error}"})
+        raise
+    finally:
+        fleet.close()
+
+
+def run_fleet(processes: Processes, work: Path, *, workers: int, budget: float, warmup: float,
+              seconds: float) -> tuple[dict, list]:
+    """A broker process and a fleet process; returns the fleet's figures and the journal."""
+    study = study_file(work / "study.toml", budget=budget, max_trials=None, trainable=TRAINABLE)
+    broker, address, directory = start_broker(processes, work, study)
+    fleet, conn = processes.spawn(fleet_main, address, workers, warmup, seconds, broker.pid)
+    try:
+        if not conn.poll(60 + warmup + seconds + 30):
+            raise RuntimeError("the fleet did not report in time")
+        stats = conn.recv()
+        if "error" in stats:
+            raise RuntimeError(f"fleet: {stats['error']}")
+        stop_process(broker, grace=15.0, interrupt=True)
+        conn.send("quit")
+        if conn.poll(15):
+            stats.update(conn.recv())
+    finally:
+        stop_process(broker, grace=0.0)
+        stop_process(fleet, grace=5.0)
+    return stats, journal_records(directory)
+
+
+def measure_throughput(processes: Processes, work: Path, workers: int, quick: bool) -> dict:
+    stats, records = run_fleet(processes, work, workers=workers, budget=NEVER_ENDS,
+                               warmup=QUICK_WARMUP if quick else WARMUP,
+                               seconds=QUICK_MEASURE if quick else MEASURE)
+    kinds: dict[str, int] = {}
+    in_window = 0
+    for event, _ in records:
+        kinds[event[0]] = kinds.get(event[0], 0) + 1
+        if event[0] == "result" and stats["wall0"] <= event[-1] <= stats["wall1"]:
+            in_window += 1
+    stats.pop("dispatches")
+    stats.update(
+        journal_results_in_window=in_window,
+        journal_results_total=kinds.get("result", 0),
+        journal_kinds=kinds,
+        workers_lost=kinds.get("worker_lost", 0),
+        acked_all_journaled=kinds.get("result", 0) >= stats.get("acked_total", stats["acked_total_at_end"]),
+        broker_cpu_us_per_result=stats["broker_cpu"] * 1e6 / stats["results_per_s"]
+        if stats["results_per_s"] else math.nan,
+        journal_bytes=(work / "study" / "journal").stat().st_size,
+    )
+    return stats
+
+
+def measure_protocol_dispatch(processes: Processes, work: Path, workers: int, quick: bool) -> dict:
+    stats, records = run_fleet(processes, work, workers=workers, budget=1, warmup=0.5,
+                               seconds=QUICK_PROTOCOL_SECONDS if quick else PROTOCOL_SECONDS)
+    finished = {(e[1], e[2]): e[-1] for e, _ in records if e[0] == "attempt_finished"}
+    lost = sum(e[0] == "worker_lost" for e, _ in records)
+    from_stamp, from_send = [], []
+    for key, ended_sent, run_received in stats["dispatches"]:
+        key = tuple(key)
+        if key in finished:
+            from_stamp.append((run_received - finished[key]) * 1000)
+        from_send.append((run_received - ended_sent) * 1000)
+    return {
+        "workers": workers, "window_s": stats["window_s"], "attempts": len(from_send),
+        "attempts_per_s": len(from_send) / stats["window_s"],
+        "stamp_to_run_median_ms": percentile(from_stamp, 50),
+        "stamp_to_run_p99_ms": percentile(from_stamp, 99),
+        "ended_to_run_median_ms": percentile(from_send, 50),
+        "ended_to_run_p99_ms": percentile(from_send, 99),
+        "broker_cpu": stats["broker_cpu"], "fleet_cpu": stats["fleet_cpu"], "workers_lost": lost,
+        "counts": stats["counts"], "error_reasons": stats["error_reasons"],
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Part 3 (a): real worker processes.
+
+
+def worker_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def median_run_ms(command: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        subprocess.run(command, cwd=ROOT, env=worker_env(), check=True, stdin=subprocess.DEVNULL)
+        times.append((time.perf_counter() - began) * 1000)
+    return statistics.median(times)
+
+
+def measure_real_dispatch(processes: Processes, work: Path, workers: int, trials: int) -> dict:
+    study = study_file(work / "study.toml", budget=1, max_trials=trials, trainable=TRAINABLE)
+    began = time.perf_counter()
+    broker, address, directory = start_broker(processes, work, study)
+    pool = [processes.popen([sys.executable, "-m", "rung", "worker", "--connect", address, "--name",
+                             f"bench-{i}"], work / f"worker-{i}.log", env=worker_env())
+            for i in range(workers)]
+    try:
+        try:
+            broker.wait(timeout=30 + trials * 2.0)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"the study of {trials} trials did not finish in time; see {work}")
+        for worker in pool:
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+    finally:
+        for worker in pool:
+            stop_process(worker, grace=0.0)
+        stop_process(broker, grace=0.0)
+    wall = time.perf_counter() - began
+    started, first_result, finished = {}, {}, {}
+    kinds: dict[str, int] = {}
+    for event, decisions in journal_records(directory):
+        at = event[-1]
+        kinds[event[0]] = kinds.get(event[0], 0) + 1
+        for decision in decisions:
+            if decision[0] in ("start", "promote"):
+                started[(decision[1], decision[2])] = at
+        key = (event[1], event[2]) if event[0] in ("result", "attempt_finished", "attempt_failed") else None
+        if event[0] == "result":
+            first_result.setdefault(key, at)
+        elif event[0] in ("attempt_finished", "attempt_failed"):
+            finished[key] = at
+    dispatch = [(first_result[k] - t) * 1000 for k, t in started.items() if k in first_result]
+    ending = [(finished[k] - first_result[k]) * 1000 for k in first_result if k in finished]
+    span = (max(finished.values()) - min(started.values())) if finished else math.nan
+    return {
+        "workers": workers, "trials": trials, "attempts": len(started),
+        "with_result": len(dispatch), "failed": kinds.get("attempt_failed", 0),
+        "workers_lost": kinds.get("worker_lost", 0),
+        "dispatch_median_ms": percentile(dispatch, 50), "dispatch_p90_ms": percentile(dispatch, 90),
+        "result_to_end_median_ms": percentile(ending, 50),
+        "trials_per_s": len(finished) / span if span else math.nan, "wall_s": wall,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Part 4: memory.
+
+
+def deep_size(root) -> int:
+    """sys.getsizeof summed over every object reachable from `root`, each once (types, modules and
+    functions excluded). Allocator overhead is not counted."""
+    seen: set[int] = set()
+    stack = [root]
+    total = 0
+    skip = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, skip):
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        stack.extend(gc.get_referents(obj))
+    return total
+
+
+class BrokerSide:
+    """A stepper that also keeps what the broker keeps beside the state, and the journal payloads."""
+
+    def __init__(self):
+        self.assigned: dict = {}
+        self.seqs: dict = {}
+        self.sent: dict = {}
+        self.payloads: list[bytes] = []
+        self.clock = 0.0
+
+    def __call__(self, algorithm, state, event):
+        decisions = step(algorithm, state, event)
+        self.payloads.append(msgpack.packb(record_to_data(event, decisions), use_bin_type=True))
+        self.clock += 1e-3
+        trial = getattr(event, "trial", None)
+        if trial is not None and hasattr(event, "attempt"):
+            key = (trial, event.attempt)
+            self.seqs[key] = self.seqs.get(key, 0) + 1
+        for decision in decisions:
+            if isinstance(decision, (StartTrial, PromoteTrial)):
+                key = (decision.trial, decision.attempt)
+                self.assigned[key] = (decision.worker, decision.checkpoint)
+                self.sent.setdefault(decision.worker, {})[key] = self.clock
+        return decisions
+
+
+def build_state(trials: int, stepper=step):
+    bench = CrossingCurves()
+    algorithm = ASHA(bench.space, 1, 81, 3, metric=bench.metric, max_trials=trials)
+    result = Simulator(algorithm, bench, MEMORY_WORKERS, seed=SEED, report_every=1.0,
+                       stepper=stepper).run()
+    return result.state, result.events
+
+
+def measure_memory(sizes: tuple[int, ...]) -> list[dict]:
+    rows = []
+    small = sizes[0]
+    # tracemalloc: only the state survives the build.
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    began = time.perf_counter()
+    state, _ = build_state(small)
+    gc.collect()
+    traced = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    traced_wall = time.perf_counter() - began
+    del state
+    gc.collect()
+    for trials in sizes:
+        gc.collect()
+        rss0 = rss_bytes()
+        side = BrokerSide()
+        began = time.perf_counter()
+        state, events = build_state(trials, side)
+        wall = time.perf_counter() - began
+        gc.collect()
+        rss = rss_bytes() - rss0
+        results = sum(len(t.history) for t in state.trials)
+
+        def row(measure: str, size: int, note: str = "") -> dict:
+            return {"trials": trials, "measure": measure, "bytes": size, "bytes_per_trial": size / trials,
+                    "mib_per_10k_trials": size / trials * 1e4 / 2**20, "results": results,
+                    "events": events, "note": note}
+
+        if trials == small:
+            rows.append(row("state (tracemalloc)", traced, f"traced build {traced_wall:.1f} s"))
+        rows.append(row("state (deep getsizeof)", deep_size(state), f"untraced build {wall:.1f} s"))
+        rows.append(row("broker side tables", deep_size((side.assigned, side.seqs, side.sent)),
+                        "assigned, seqs, registry sent"))
+        journal = sum(len(payload) + 8 for payload in side.payloads)
+        rows.append(row("journal file on disk", journal, f"{len(side.payloads):,} records"))
+        rows.append(row("RSS growth of the build", rss, "state + tables + journal bytes held"))
+        if trials == small:
+            decoded = [msgpack.unpackb(payload, raw=False) for payload in side.payloads]
+            rows.append(row("Journal.records after restart", deep_size(decoded),
+                            "decoded records kept by Journal.open"))
+            del decoded
+        del state, side
+        gc.collect()
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# Report.
+
+
+def fmt(value, digits: int = 2):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return f"{value:,.{digits}f}"
+
+
+def report(raw, throughput, real, protocol, startup, memory, quick, walls) -> dict:
+    ceiling = raw["pipelined_round_trips_per_s"]
+    print(f"Part 1: raw pyzmq ROUTER/DEALER round trips over {HOST} (echo server in its own process; "
+          f"frames {raw['payload_bytes']} bytes)")
+    print()
+    print(table(
+        ["mode", "in flight", "seconds", "round trips/s", "median us", "p99 us", "server CPU", "client CPU"],
+        [["pipelined", WINDOW_RAW, fmt(raw["pipelined_seconds"]), round(ceiling), None, None,
+          f"{raw['pipelined_server_cpu']:.0%}", f"{raw['pipelined_client_cpu']:.0%}"],
+         ["one at a time", 1, None, round(raw["one_at_a_time_round_trips_per_s"]),
+          fmt(raw["latency_median_us"], 1), fmt(raw["latency_p99_us"], 1), None, None]]))
+    print()
+    print(f"Part 2: broker results/s with the journal on (fsync per loop iteration); broker and fleet "
+          f"are separate processes on {os.cpu_count()} cores; window of {RESULT_WINDOW} unacked "
+          f"results per worker")
+    print()
+    print(table(
+        ["workers", "window s", "results acked", "results/s", "x ceiling", "journaled in window",
+         "ack p50 ms", "ack p99 ms", "broker CPU", "fleet CPU", "broker us/result", "connect s",
+         "lost", "anomalies"],
+        [[r["workers"], fmt(r["window_s"]), r["results"], round(r["results_per_s"]),
+          fmt(r["results_per_s"] / ceiling, 3), r["journal_results_in_window"],
+          fmt(r["ack_latency_median_ms"]), fmt(r["ack_latency_p99_ms"]), f"{r['broker_cpu']:.0%}",
+          f"{r['fleet_cpu']:.0%}", fmt(r["broker_cpu_us_per_result"], 1), fmt(r["connect_s"]),
+          r["workers_lost"], anomalies(r)] for r in throughput]))
+    print("(every acked result was in the journal: "
+          f"{'yes' if all(r['acked_all_journaled'] for r in throughput) else 'NO'})")
+    print()
+    print(f"Part 3a: dispatch with real worker processes, random search, budget 1, trainable {TRAINABLE}")
+    print()
+    print(table(
+        ["workers", "trials", "attempts", "failed", "start->result p50 ms", "p90 ms",
+         "result->ended p50 ms", "trials/s", "wall s"],
+        [[r["workers"], r["trials"], r["attempts"], r["failed"], fmt(r["dispatch_median_ms"], 1),
+          fmt(r["dispatch_p90_ms"], 1), fmt(r["result_to_end_median_ms"], 1), fmt(r["trials_per_s"]),
+          fmt(r["wall_s"], 1)] for r in real]))
+    print(f"for reference, median of {startup['runs']} runs: `python -c pass` "
+          f"{startup['python_ms']:.0f} ms, `python -c \"import rung.worker.child\"` "
+          f"{startup['child_import_ms']:.0f} ms")
+    print()
+    print("Part 3b: dispatch by the broker and protocol alone (simulated workers, budget 1: one result, "
+          "then ended)")
+    print()
+    print(table(
+        ["workers", "attempts", "attempts/s", "stamp->run p50 ms", "p99 ms", "ended->run p50 ms",
+         "p99 ms", "broker CPU", "lost"],
+        [[r["workers"], r["attempts"], round(r["attempts_per_s"]), fmt(r["stamp_to_run_median_ms"], 3),
+          fmt(r["stamp_to_run_p99_ms"], 3), fmt(r["ended_to_run_median_ms"], 3),
+          fmt(r["ended_to_run_p99_ms"], 3), f"{r['broker_cpu']:.0%}", r["workers_lost"]]
+         for r in protocol]))
+    print("stamp: the broker's wall stamp on attempt_finished; ended: the fleet sending `ended`; "
+          "run: the fleet receiving the next `run`")
+    print()
+    print(f"Part 4: broker memory, ASHA on CrossingCurves, {MEMORY_WORKERS} workers, report_every=1.0, "
+          "run to the end of the study")
+    print()
+    print(table(
+        ["trials", "results", "measure", "bytes", "bytes/trial", "MiB per 10^4 trials", "note"],
+        [[r["trials"], r["results"], r["measure"], r["bytes"], round(r["bytes_per_trial"]),
+          fmt(r["mib_per_10k_trials"]), r["note"]] for r in memory]))
+    print()
+
+    shares = [r["results_per_s"] / ceiling for r in throughput]
+    ceiling_met = all(s >= TARGET_CEILING_SHARE for s in shares)
+    big = [r for r in throughput if r["workers"] == TARGET_LOST_AT]
+    lost_met = bool(big) and all(r["workers_lost"] == 0 for r in big)
+    real_median = max((r["dispatch_median_ms"] for r in real), default=math.nan)
+    protocol_median = max((r["stamp_to_run_median_ms"] for r in protocol), default=math.nan)
+    real_met = real_median < TARGET_DISPATCH_MS
+    protocol_met = protocol_median < TARGET_DISPATCH_MS
+    print("Targets")
+    print(f"  results/s >= {TARGET_CEILING_SHARE} x raw ceiling ({ceiling:,.0f}/s) at every worker count "
+          f"(shares {', '.join(f'{s:.3f}' for s in shares)}) -> {verdict(ceiling_met)}")
+    print(f"  {TARGET_LOST_AT} workers, none declared lost "
+          f"({big[0]['workers_lost'] if big else '-'} lost) -> {verdict(lost_met)}")
+    print(f"  dispatch overhead < {TARGET_DISPATCH_MS:g} ms, real workers (worst median "
+          f"{real_median:.1f} ms) -> {verdict(real_met)}")
+    print(f"  dispatch overhead < {TARGET_DISPATCH_MS:g} ms, broker and protocol alone (worst median "
+          f"{protocol_median:.3f} ms) -> {verdict(protocol_met)}")
+    print()
+    print("wall time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in walls.items()))
+    return {
+        "ceiling_share": {"target": TARGET_CEILING_SHARE, "shares": shares, "met": ceiling_met},
+        "none_lost": {"workers": TARGET_LOST_AT, "met": lost_met},
+        "dispatch_real": {"target_ms": TARGET_DISPATCH_MS, "worst_median_ms": real_median,
+                          "met": real_met},
+        "dispatch_protocol": {"target_ms": TARGET_DISPATCH_MS, "worst_median_ms": protocol_median,
+                              "met": protocol_met},
+    }
+
+
+def anomalies(row: dict) -> str:
+    counts = row["counts"]
+    found = [f"{counts[k]} {k}" for k in ("rejoins", "errors", "stops", "runs_while_busy") if counts[k]]
+    return ", ".join(found) or "none"
+
+
+def main() -> None:
+    args = parse_args("bench_broker", __doc__)
+    quick = args.quick
+    processes = Processes()
+    work = Path(tempfile.mkdtemp(prefix="rung-bench-broker-"))
+    walls: dict[str, float] = {}
+    began = time.perf_counter()
+    try:
+        t = time.perf_counter()
+        raw = measure_raw(processes, quick)
+        walls["part 1"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        throughput = []
+        for workers in WORKER_COUNTS:
+            folder = work / f"throughput-{workers}"
+            folder.mkdir()
+            throughput.append(measure_throughput(processes, folder, workers, quick))
+        walls["part 2"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        runs = QUICK_STARTUP_RUNS if quick else STARTUP_RUNS
+        startup = {"runs": runs, "python_ms": median_run_ms([sys.executable, "-c", "pass"], runs),
+                   "child_import_ms": median_run_ms([sys.executable, "-c", "import rung.worker.child"],
+                                                    runs)}
+        real = []
+        for workers in DISPATCH_WORKERS:
+            folder = work / f"dispatch-{workers}"
+            folder.mkdir()
+            real.append(measure_real_dispatch(processes, folder, workers,
+                                              QUICK_DISPATCH_TRIALS if quick else DISPATCH_TRIALS))
+        protocol = []
+        for workers in QUICK_PROTOCOL_WORKERS if quick else PROTOCOL_WORKERS:
+            folder = work / f"protocol-{workers}"
+            folder.mkdir()
+            protocol.append(measure_protocol_dispatch(processes, folder, workers, quick))
+        walls["part 3"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        memory = measure_memory(QUICK_MEMORY_SIZES if quick else MEMORY_SIZES)
+        walls["part 4"] = time.perf_counter() - t
+    finally:
+        processes.close()
+    walls["total"] = time.perf_counter() - began
+    targets = report(raw, throughput, real, protocol, startup, memory, quick, walls)
+    shutil.rmtree(work, ignore_errors=True)
+    write_json(args.out, {
+        "benchmark": "bench_broker",
+        "quick": quick,
+        "settings": {
+            "address": HOST, "raw_window": WINDOW_RAW, "worker_counts": list(WORKER_COUNTS),
+            "result_window": RESULT_WINDOW, "heartbeat": HEARTBEAT, "liveness": LIVENESS,
+            "warmup_s": QUICK_WARMUP if quick else WARMUP,
+            "measure_s": QUICK_MEASURE if quick else MEASURE,
+            "throughput_study": {"algorithm": "random", "budget": NEVER_ENDS, "max_trials": None},
+            "dispatch_trials": QUICK_DISPATCH_TRIALS if quick else DISPATCH_TRIALS,
+            "dispatch_workers": list(DISPATCH_WORKERS), "trainable": TRAINABLE,
+            "memory_sizes": list(QUICK_MEMORY_SIZES if quick else MEMORY_SIZES),
+            "memory_workers": MEMORY_WORKERS, "seed": SEED,
+        },
+        "raw": raw,
+        "throughput": throughput,
+        "dispatch_real": real,
+        "dispatch_startup_reference": startup,
+        "dispatch_protocol": protocol,
+        "memory": memory,
+        "targets": targets,
+        "wall_seconds": walls,
+        "environment": environment(),
+    })
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
