@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from .space import Space, uniform
+from .space import Space, loguniform, uniform
 
 # Hartmann-6 (Dixon & Szegoe 1978), the standard constants; its minimum on [0, 1]^6 is -3.32237.
 _ALPHA = (1.0, 1.2, 3.0, 3.2)
@@ -93,6 +93,58 @@ class ToyQuadratic:
 
     def evaluate(self, config: Mapping[str, Any], model, step: float) -> float:
         return 1.2 - (model[0] ** 2 + model[1] ** 2)
+
+    def seconds(self, config: Mapping[str, Any], start: float, stop: float) -> float:
+        return stop - start
+
+
+class NoisyQuadratic:
+    """The noisy quadratic model of Wu et al. 2018 ("Understanding short-horizon bias in stochastic
+    meta-optimization"), the task on which greedy learning-rate schedules are known to lose.
+
+    The loss is L(theta) = 1/2 sum_i h_i theta_i^2 with curvatures h_i = 1 / i (i = 1..dimension), and
+    SGD sees the gradient h_i theta_i plus noise of variance `noise` * h_i. Under SGD with learning
+    rate a, the mean and variance of each coordinate evolve exactly as
+        m_i <- (1 - a h_i) m_i,    v_i <- (1 - a h_i)^2 v_i + a^2 noise h_i,
+    and the expected loss is 1/2 sum_i h_i (m_i^2 + v_i). A large rate makes fast progress along the
+    flat directions but holds the loss at a noise floor proportional to a; a small rate lowers the
+    floor now and pays for it later. So the best schedule decays the rate late, and a schedule chosen
+    by looking a short horizon ahead decays it too early. The model is (m, v); from m_i = 1, v_i = 0.
+
+    The configuration holds `lr`, and optionally `lr_late` and `switch`: the rate becomes `lr_late`
+    from step `switch` on (a hand-tuned two-phase schedule). Each step costs one second.
+    """
+
+    metric = "loss"
+
+    def __init__(self, dimension: int = 100, noise: float = 0.1):
+        self.h = [1.0 / i for i in range(1, dimension + 1)]
+        self.noise = noise
+        self.space = Space({"lr": loguniform(1e-3, 1.9)})
+
+    def initial(self, config: Mapping[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return (tuple(1.0 for _ in self.h), tuple(0.0 for _ in self.h))
+
+    def rate(self, config: Mapping[str, Any], step: float) -> float:
+        if "switch" in config and step >= config["switch"]:
+            return config["lr_late"]
+        return config["lr"]
+
+    def train(self, config: Mapping[str, Any], model, start: float, stop: float):
+        import numpy as np  # vectorised over the coordinates; the model stays plain tuples
+
+        h = np.asarray(self.h)
+        m, v = np.asarray(model[0]), np.asarray(model[1])
+        with np.errstate(over="ignore", invalid="ignore"):  # a rate past 2 / h_1 diverges: inf loss
+            for step in range(int(round(start)), int(round(stop))):
+                a = self.rate(config, step)
+                shrink = 1.0 - a * h
+                m = shrink * m
+                v = shrink**2 * v + a * a * self.noise * h
+        return (tuple(m.tolist()), tuple(v.tolist()))
+
+    def evaluate(self, config: Mapping[str, Any], model, step: float) -> float:
+        return 0.5 * sum(h * (m * m + v) for h, m, v in zip(self.h, model[0], model[1]))
 
     def seconds(self, config: Mapping[str, Any], start: float, stop: float) -> float:
         return stop - start

@@ -117,3 +117,18 @@ def test_bad_pbt_settings_are_refused(settings, message):
     with pytest.raises(ValueError) as error:
         PBT({"lr": uniform(0, 1)}, **settings)
     assert str(error.value) == message
+
+
+def test_the_noisy_quadratic_model_rewards_a_late_decay():
+    # The premise of the schedule benchmark (Wu et al. 2018): on this task a two-phase schedule beats
+    # every constant learning rate, so a tuner that decays greedily early has something to lose.
+    from rung.algorithms.benchmarks import NoisyQuadratic
+
+    nqm, steps = NoisyQuadratic(), 1000
+    start = nqm.initial({})
+    final = lambda config: nqm.evaluate(config, nqm.train(config, start, 0, steps), steps)  # noqa: E731
+    best_constant = min(final({"lr": lr}) for lr in [0.01 * 1.25**k for k in range(30)])
+    assert final({"lr": 0.38, "lr_late": 0.063, "switch": 500}) < 0.6 * best_constant
+    # One coordinate by hand: h_1 = 1 and lr 1 zero its mean in one step and leave variance noise * 1.
+    model = nqm.train({"lr": 1.0}, start, 0, 1)
+    assert model[0][0] == 0.0 and model[1][0] == pytest.approx(nqm.noise)
