@@ -78,7 +78,7 @@ def worst_for_non_finite(values) -> np.ndarray:
     """
     values = np.array(values, dtype=float)
     if np.any(values == math.inf):
-        raise ValueError(f"values hold +inf, but must be finite, NaN or -inf (Q is maximised)")
+        raise ValueError("values hold +inf, but must be finite, NaN or -inf (Q is maximised)")
     finite = np.isfinite(values)
     if values.size and not finite.any():
         raise ValueError(f"values are {values.tolist()!r}, but at least one must be finite")
@@ -191,3 +191,228 @@ def smooth(steps, values) -> np.ndarray:
     k = matern52(d, signal_variance, length_scale) + noise_variance * np.eye(len(t))
     alpha = linalg.cho_solve(linalg.cho_factor(k, lower=True, check_finite=False), z, check_finite=False)
     return mean + scale * (z - noise_variance * alpha)
+
+
+# --- steps 2 and 3: the overlapping sections -----------------------------------------------------------
+
+class _Fitted(NamedTuple):
+    y: np.ndarray  # the raw values, non-finite ones replaced
+    y_hat: np.ndarray  # the GP fit, used only to place the sections
+
+
+def _fitted(curve: Curve, name: str) -> _Fitted:
+    x, y = curve_arrays(curve, name)
+    return _Fitted(y, smooth(x, y))
+
+
+def first_reaching(y_hat: np.ndarray, level: float) -> int | None:
+    """The smallest index i with y_hat[i] >= level, or None if the fit never gets there."""
+    reached = np.flatnonzero(y_hat >= level)
+    return int(reached[0]) if reached.size else None
+
+
+def overlap_of_fits(y_hat_eta: np.ndarray, y_hat_kappa: np.ndarray) -> Overlap | None:
+    """Steps 2 and 3 of best_score_diff on two fitted curves; None where they do not overlap.
+
+    The curve whose fit starts higher starts at its first point; on a tie both do, so the result does not
+    depend on the order of the arguments beyond swapping r and s.
+
+    n (reading): the paper's formula says n = max(len(x_eta) - r, len(x_kappa) - s) (1-based r, s, so those
+    are the points past each start), but its own example says the curve with fewer points past its start
+    "constrains the length", and y[r+n] must exist on both curves for the sections and the binomial test to
+    be defined. So n is the minimum. The sections hold the start and the n points past it, as the paper's
+    test compares y[r+1..r+n] with y[s+1..s+n].
+
+    n = 0 (one of the sections would be its start alone, e.g. the other curve's fit reaches the start value
+    only at its last point) counts as no overlap: there is nothing past the starts to compare, and the
+    binomial test of 0 trials is undefined.
+    """
+    y_hat_eta, y_hat_kappa = np.asarray(y_hat_eta, dtype=float), np.asarray(y_hat_kappa, dtype=float)
+    if y_hat_eta[0] >= y_hat_kappa[0]:
+        r, s = 0, first_reaching(y_hat_kappa, y_hat_eta[0])
+    else:
+        r, s = first_reaching(y_hat_eta, y_hat_kappa[0]), 0
+    if r is None or s is None:
+        return None
+    n = min(len(y_hat_eta) - 1 - r, len(y_hat_kappa) - 1 - s)
+    return Overlap(r, s, n) if n >= 1 else None
+
+
+def overlap(eta: Curve, kappa: Curve) -> Overlap | None:
+    """The overlapping sections of two curves (steps 1-3): Overlap(r, s, n), or None where there is none."""
+    eta_fit, kappa_fit = _fitted(eta, "eta"), _fitted(kappa, "kappa")
+    return overlap_of_fits(eta_fit.y_hat, kappa_fit.y_hat)
+
+
+# --- step 4: best_score_diff ---------------------------------------------------------------------------
+
+def section_best_diff(y_eta: np.ndarray, y_kappa: np.ndarray, sections: Overlap) -> float:
+    """max y_eta[r..r+n] - max y_kappa[s..s+n], on the raw values."""
+    r, s, n = sections
+    return float(np.max(y_eta[r:r + n + 1]) - np.max(y_kappa[s:s + n + 1]))
+
+
+def delta_range(y_eta: np.ndarray, y_kappa: np.ndarray, deltas: int) -> np.ndarray:
+    """`deltas` evenly spaced values over [min y_eta - max y_kappa, min y_eta - min y_kappa], ends included.
+
+    At the low end the lowered eta just touches kappa's best; at the high end its worst sits on kappa's
+    worst. The paper says only "multiple values" in that range; an even grid is deterministic and its ends
+    are the two extremes the paper names.
+    """
+    return np.linspace(y_eta.min() - y_kappa.max(), y_eta.min() - y_kappa.min(), deltas)
+
+
+def _lowered_best_score_diff(eta: _Fitted, kappa: _Fitted, deltas: int) -> float:
+    # Lowering a curve by delta lowers its fit by exactly delta: the GP's constant mean is the data's mean,
+    # and the hyperparameters see only the standardised values. So the fit is shifted, not refitted.
+    best = 0.0
+    for delta in delta_range(eta.y, kappa.y, deltas):
+        sections = overlap_of_fits(eta.y_hat - delta, kappa.y_hat)
+        if sections is not None:
+            best = max(best, section_best_diff(eta.y - delta, kappa.y, sections))
+    return best
+
+
+def _best_score_diff(eta: _Fitted, kappa: _Fitted, deltas: int) -> float:
+    sections = overlap_of_fits(eta.y_hat, kappa.y_hat)
+    if sections is not None:
+        return section_best_diff(eta.y, kappa.y, sections)
+    if eta.y.min() > kappa.y.max():
+        return _lowered_best_score_diff(eta, kappa, deltas)
+    if kappa.y.min() > eta.y.max():
+        # (reading) The paper lowers only eta, the first argument. When kappa is the higher curve, kappa is
+        # lowered and the result negated: best_score_diff(eta, kappa) = -best_score_diff(kappa, eta). Raising
+        # eta instead would reward the lower curve for being steeper, which Assumption 2 (concave curves)
+        # says is what a lower curve does anyway; the paper's rule credits only a curve that is both higher
+        # and steeper, and the negation charges that credit to the other side, so fitness stays zero-sum.
+        return -_lowered_best_score_diff(kappa, eta, deltas)
+    # No overlap and neither strictly above: the fits never meet although the raw values do (noise), or
+    # they meet only at a last point. The paper defines nothing here; no evidence either way is 0.
+    return 0.0
+
+
+def _check_deltas(deltas: int) -> None:
+    if isinstance(deltas, bool) or not isinstance(deltas, int) or deltas < 2:
+        raise ValueError(f"`deltas` is {deltas!r}, but must be an int >= 2 (both ends of the range)")
+
+
+def best_score_diff(eta: Curve, kappa: Curve, deltas: int = 8) -> float:
+    """Positive when eta is improving faster than kappa, negative when kappa is (section 3.1.1).
+
+    With overlapping sections: max y_eta[r..r+n] - max y_kappa[s..s+n]. When eta lies strictly above kappa
+    (min y_eta > max y_kappa): the highest positive best_score_diff(eta - delta, kappa) over `deltas` values
+    of delta (see `delta_range`), else 0. When kappa lies strictly above eta: -best_score_diff(kappa, eta),
+    so the result is <= 0. Otherwise, with no overlap: 0.
+
+    In every case best_score_diff(eta, kappa) == -best_score_diff(kappa, eta), exactly, and
+    best_score_diff(eta, eta) == 0.
+    """
+    _check_deltas(deltas)
+    return _best_score_diff(_fitted(eta, "eta"), _fitted(kappa, "kappa"), deltas)
+
+
+# --- section 3.2: the binomial test and the evaluator's verdict ----------------------------------------
+
+def wins(y_eta: np.ndarray, y_child: np.ndarray, sections: Overlap) -> int:
+    """k = #{i in 1..n : y_eta[r+i] > y_child[s+i]}: the starts are left out, as in the paper, and a tie
+    is not a win (the test asks whether eta is better, so a tie is no evidence for it)."""
+    r, s, n = sections
+    return int(np.count_nonzero(y_eta[r + 1:r + n + 1] > y_child[s + 1:s + n + 1]))
+
+
+def binomial_p_value(k: int, n: int) -> float:
+    """P(X >= k) for X ~ Binomial(n, 1/2): the one-sided test that eta wins more often than chance
+    (reading: the paper says "a binomial test"; only a one-sided one lets a small p mean eta is better)."""
+    return float(stats.binomtest(k, n, 0.5, alternative="greater").pvalue)
+
+
+def _binomial_test(eta: _Fitted, child: _Fitted) -> float | None:
+    sections = overlap_of_fits(eta.y_hat, child.y_hat)
+    if sections is None:
+        return None
+    return binomial_p_value(wins(eta.y, child.y, sections), sections.n)
+
+
+def binomial_test(eta: Curve, child: Curve) -> float | None:
+    """binom_test(eta, rho_child): the p-value over the overlapping sections, None when they do not overlap.
+
+    `child` is rho_child's curve since it last copied weights (an exploit or an evaluator's success).
+    """
+    return _binomial_test(_fitted(eta, "eta"), _fitted(child, "child"))
+
+
+def stopping_threshold(trained_steps: float, max_eval_steps: float, p_stat: float) -> float:
+    """p_stat + max(0, 1 - T / max_eval_steps): above 1 while T is 0, so a young evaluator is never stopped
+    by the test, falling to p_stat at T = max_eval_steps."""
+    return p_stat + max(0.0, 1.0 - trained_steps / max_eval_steps)
+
+
+def evaluator_verdict(eta: Curve, child: Curve, trained_steps: float, max_eval_steps: float,
+                      p_stat: float = 0.01, deltas: int = 8) -> Verdict:
+    """The stopping and success criteria of an evaluator that has trained T = `trained_steps` steps.
+
+    - STOP if the curves do not overlap and T > max_eval_steps;
+    - STOP if they overlap and binom_test > p_stat + max(0, 1 - T / max_eval_steps);
+    - SUCCESS if best_score_diff(eta, child) > 0 and binom_test < p_stat;
+    - CONTINUE otherwise.
+
+    The order of the checks does not matter, and they follow the paper's: the conditions are disjoint. The
+    second stop needs p > p_stat and success needs p < p_stat; the first stop needs no overlap and success
+    needs a p-value, which needs an overlap. With an overlap, best_score_diff is the sections' difference,
+    never the delta rule. One consequence, kept from the paper: an evaluator whose curve lies strictly
+    above its target's never overlaps it, so it never succeeds, and it stops after max_eval_steps.
+
+    Stopping because rho_parent or rho_child lost an evolution event is the caller's business.
+    """
+    if not 0 < max_eval_steps < math.inf:
+        raise ValueError(f"`max_eval_steps` is {max_eval_steps!r}, but must be > 0")
+    if not 0 <= trained_steps < math.inf:
+        raise ValueError(f"`trained_steps` is {trained_steps!r}, but must be >= 0")
+    if not 0 < p_stat < 1:
+        raise ValueError(f"`p_stat` is {p_stat!r}, but must be in (0, 1)")
+    _check_deltas(deltas)
+    eta_fit, child_fit = _fitted(eta, "eta"), _fitted(child, "child")
+    p = _binomial_test(eta_fit, child_fit)
+    if p is None:
+        return Verdict.STOP if trained_steps > max_eval_steps else Verdict.CONTINUE
+    if p > stopping_threshold(trained_steps, max_eval_steps, p_stat):
+        return Verdict.STOP
+    if p < p_stat and _best_score_diff(eta_fit, child_fit, deltas) > 0:
+        return Verdict.SUCCESS
+    return Verdict.CONTINUE
+
+
+# --- section 3.1.2: the fitness of a parent member -----------------------------------------------------
+
+def parent_fitnesses(curves_of_evaluators: Mapping[Hashable, Curve], deltas: int = 8) -> dict[Hashable, float]:
+    """fitness(rho_j) = sum over rho_k in Phi of best_score_diff(eta_rho_j, eta_rho_k), for every rho_j in
+    Phi, the keys of `curves_of_evaluators` (the members of one parent sub-population with an evaluator).
+
+    The k = j term is left out: best_score_diff of a curve against itself is exactly 0, so including it
+    would change nothing but the work. Each curve is smoothed once and each pair compared once, the other
+    direction being the negation; the sums are exact (math.fsum), so they do not depend on Phi's order, and
+    they add up to 0 over Phi up to the rounding of each sum.
+    """
+    _check_deltas(deltas)
+    fitted = {member: _fitted(curve, f"curve of {member!r}") for member, curve in curves_of_evaluators.items()}
+    members = list(fitted)
+    diffs: dict[Hashable, list[float]] = {member: [] for member in members}
+    for a, j in enumerate(members):
+        for k in members[a + 1:]:
+            diff = _best_score_diff(fitted[j], fitted[k], deltas)
+            diffs[j].append(diff)
+            diffs[k].append(-diff)
+    return {member: math.fsum(diffs[member]) for member in members}
+
+
+def parent_fitness(curves_of_evaluators: Mapping[Hashable, Curve], member: Hashable,
+                   deltas: int = 8) -> float | None:
+    """fitness(`member`), as in `parent_fitnesses`; None for a member without an evaluator (not in Phi),
+    which has no fitness and takes no part in evolution."""
+    _check_deltas(deltas)
+    if member not in curves_of_evaluators:
+        return None
+    own = _fitted(curves_of_evaluators[member], f"curve of {member!r}")
+    return math.fsum(
+        _best_score_diff(own, _fitted(curve, f"curve of {other!r}"), deltas)
+        for other, curve in curves_of_evaluators.items() if other != member)

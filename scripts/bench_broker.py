@@ -531,8 +531,9 @@ class Fleet:
         self.context.term()
 
 
-def fleet_main(conn, address: str, count: int, warmup: float, seconds: float, broker_pid: int) -> None:
-    fleet = Fleet(address, count, RESULT_WINDOW)
+def fleet_main(conn, address: str, count: int, window: int, warmup: float, seconds: float,
+               broker_pid: int) -> None:
+    fleet = Fleet(address, count, window)
     try:
         began = time.monotonic()
         for worker in fleet.workers:
@@ -581,11 +582,12 @@ def fleet_main(conn, address: str, count: int, warmup: float, seconds: float, br
 
 
 def run_fleet(processes: Processes, work: Path, *, workers: int, budget: float, warmup: float,
-              seconds: float) -> tuple[dict, list]:
+              seconds: float, window: int = RESULT_WINDOW) -> tuple[dict, list]:
     """A broker process and a fleet process; returns the fleet's figures and the journal."""
     study = study_file(work / "study.toml", budget=budget, max_trials=None, trainable=TRAINABLE)
     broker, address, directory = start_broker(processes, work, study)
-    fleet, conn = processes.spawn(fleet_main, address, workers, warmup, seconds, broker.pid)
+    fleet, conn = processes.spawn(fleet_main, address, workers, window, warmup, seconds,
+                                   broker.pid)
     try:
         if not conn.poll(60 + warmup + seconds + 30):
             raise RuntimeError("the fleet did not report in time")
