@@ -404,13 +404,14 @@ class Algorithm:
                 trial.info["cut"] = index
 
     def _attempt_ended(self, state: State, trial: Trial) -> None:
-        if trial.step is None:
+        progress = attempt_progress(trial)
+        if progress is None:
             self._end_trial(state, trial, TrialStatus.FAILED, "the attempt ended without a result")
             return
         bracket = state.brackets[trial.bracket]
         rung = bracket.rungs[trial.rung]
         top = trial.rung == len(bracket.rungs) - 1
-        if trial.step is not None and trial.step >= trial.budget:
+        if progress >= trial.budget:
             if top:
                 self._end_trial(state, trial, TrialStatus.COMPLETED, "trained its full budget")
                 return
@@ -459,6 +460,17 @@ class Algorithm:
         trial.status = TrialStatus.PENDING
         trial.reason = f"attempt {trial.attempt} lost: {reason}"
         state.retry.append(tid)
+
+
+def attempt_progress(trial: Trial) -> float | None:
+    """How far the trial's last attempt got: its last step, or, for an attempt that resumed from a
+    checkpoint already at its budget (its worker was lost between the last checkpoint and the end),
+    that checkpoint's step; None for an attempt that got nowhere."""
+    if trial.step is not None:
+        return trial.step
+    if trial.checkpoint is not None and trial.value is not None and trial.checkpoint_step >= trial.budget:
+        return trial.checkpoint_step
+    return None
 
 
 def _seen(trial: Trial, attempt: int, step: float) -> bool:

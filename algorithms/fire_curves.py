@@ -35,17 +35,18 @@ from scipy.linalg import lapack
 
 Curve = Sequence[tuple[float, float]]
 
-# Bounds of the GP hyperparameters in normalised units: steps mapped onto [0, 1], values centred on their
-# mean and divided by their standard deviation. The noise floor doubles as the jitter that keeps the
-# Cholesky factor well conditioned (condition number below ~1e10 at the largest signal variance).
-SIGNAL_VARIANCE_BOUNDS = (1e-4, 1e4)
-NOISE_VARIANCE_BOUNDS = (1e-6, 10.0)
+# The GP's hyperparameters live in normalised units: steps mapped onto [0, 1], values centred on their mean
+# and divided by their standard deviation, so the bounds and the starting point hold for any curve.
 MAX_LENGTH_SCALE = 10.0  # ten step ranges: beyond this the fit is a straight line anyway
 INITIAL_LENGTH_SCALE = 0.25  # a quarter of the step range
-MAX_FIT_ITERATIONS = 60
+# lambda = sigma_n^2 / sigma_f^2. Its floor is also the jitter that keeps the Cholesky factor sound (the
+# condition number of C + lambda I stays below m / lambda); at its ceiling the fit is all noise, a constant.
+NOISE_RATIO_BOUNDS = (1e-6, 1e4)
+MAX_FIT_ITERATIONS = 50
 # The hyperparameters are fitted on at most this many evenly spread points; the posterior mean then uses
-# them all. Each step of the search factors and inverts a matrix of this order, and three hyperparameters
-# are pinned down well by a hundred points, so longer curves would cost time (cubic) without changing the fit.
+# them all. Two hyperparameters are pinned down well by a hundred points, and a matrix of this order is
+# factored in tens of microseconds without waking a threaded BLAS, whose start-up costs more than the
+# work on small matrices (milliseconds per call on a busy machine).
 MAX_FIT_POINTS = 100
 
 
@@ -104,59 +105,57 @@ def _check_steps(x: np.ndarray, name: str) -> None:
 
 # --- step 1: Gaussian-process smoothing ----------------------------------------------------------------
 
-def matern52(d: np.ndarray, signal_variance: float, length_scale: float) -> np.ndarray:
-    """k(d) = sigma_f^2 (1 + sqrt5 d / l + 5 d^2 / (3 l^2)) exp(-sqrt5 d / l) (Rasmussen & Williams, 4.17)."""
+def matern52(d: np.ndarray, length_scale: float) -> np.ndarray:
+    """The Matern 5/2 correlation (1 + sqrt5 d / l + 5 d^2 / (3 l^2)) exp(-sqrt5 d / l) (R&W eq. 4.17)."""
     u = math.sqrt(5.0) * d / length_scale
-    return signal_variance * (1.0 + u + u * u / 3.0) * np.exp(-u)
+    return (1.0 + u + u * u / 3.0) * np.exp(-u)
 
 
-def negative_log_marginal_likelihood(log_params: np.ndarray, d: np.ndarray, z: np.ndarray):
-    """-log p(z | sigma_f^2, l, sigma_n^2) and its gradient in (log sigma_f^2, log l, log sigma_n^2).
+def profile_negative_log_likelihood(log_params: np.ndarray, d: np.ndarray, z: np.ndarray) -> float:
+    """-log p(z | l, lambda) with the signal variance at its maximum, up to a constant.
 
-    R&W eq. 2.30 and 5.9: with K = K_f + sigma_n^2 I and alpha = K^-1 z,
-    log p = -z'alpha/2 - log|K|/2 - m log(2 pi)/2 and d log p / d theta = tr((alpha alpha' - K^-1) dK) / 2,
-    where tr(alpha alpha' dK) = alpha' dK alpha needs no outer product.
+    With K = sigma_f^2 (C_l + lambda I) and lambda = sigma_n^2 / sigma_f^2, the log marginal likelihood
+    (R&W eq. 2.30) is maximised over sigma_f^2 by z' (C + lambda I)^-1 z / m, which leaves
+    -log p = m/2 log(z' alpha / m) + log|L| + m/2 (1 + log 2 pi), alpha = (C + lambda I)^-1 z, L L' = C + lambda I.
+    Profiling sigma_f^2 out leaves two hyperparameters; the posterior mean does not depend on sigma_f^2.
     """
-    signal_variance, length_scale, noise_variance = np.exp(log_params)
-    m = len(z)
-    u = math.sqrt(5.0) * d / length_scale
-    e = np.exp(-u)
-    k_f = signal_variance * (1.0 + u + u * u / 3.0) * e
-    dk_dlog_length = signal_variance * e * u * u * (1.0 + u) / 3.0
-    k = k_f + noise_variance * np.eye(m)
-    chol, info = lapack.dpotrf(k, lower=1, clean=0)
+    length_scale, noise_ratio = np.exp(log_params)
+    a = matern52(d, length_scale)
+    a[np.diag_indices_from(a)] += noise_ratio
+    chol, info = lapack.dpotrf(a, lower=1, clean=0)
     if info != 0:
-        # Only reachable at the edge of the bounds; a large value turns the search back.
-        return 1e25, np.zeros(3)
-    alpha = linalg.cho_solve((chol, True), z, check_finite=False)
-    nll = 0.5 * z @ alpha + np.log(np.diag(chol)).sum() + 0.5 * m * math.log(2.0 * math.pi)
-    # The lower triangle of K^-1 from the factor (dpotri), cheaper than solving against I; for symmetric B,
-    # tr(K^-1 B) = 2 <tril(K^-1), B> - <diag(K^-1), diag(B)>.
-    k_inv, info = lapack.dpotri(chol, lower=1)
-    k_inv = np.tril(k_inv)
-    diag_inv = np.diag(k_inv)
+        # Not reachable within the bounds in exact arithmetic; a large value turns the search back.
+        return 1e25
+    alpha, _ = lapack.dpotrs(chol, z, lower=1)
+    m = len(z)
+    return 0.5 * m * math.log(max(float(z @ alpha), 1e-300) / m) + float(np.log(np.diag(chol)).sum())
 
-    def trace_inv_times(b):
-        return 2.0 * np.vdot(k_inv, b) - diag_inv @ np.diag(b)
 
-    gradient = -0.5 * np.array([
-        alpha @ (k_f @ alpha) - trace_inv_times(k_f),
-        alpha @ (dk_dlog_length @ alpha) - trace_inv_times(dk_dlog_length),
-        noise_variance * (alpha @ alpha - diag_inv.sum()),
-    ])
-    return nll, gradient
+def posterior_mean(d: np.ndarray, z: np.ndarray, length_scale: float, noise_ratio: float) -> np.ndarray:
+    """C (C + lambda I)^-1 z = z - lambda alpha: the GP's posterior mean at the data, in normalised units."""
+    a = matern52(d, length_scale)
+    a[np.diag_indices_from(a)] += noise_ratio
+    alpha = linalg.cho_solve(linalg.cho_factor(a, lower=True, check_finite=False), z, check_finite=False)
+    return z - noise_ratio * alpha
 
 
 def smooth(steps, values) -> np.ndarray:
     """The posterior mean, at `steps`, of a GP (Matern 5/2 + white noise, constant mean) fitted to the curve.
 
-    Steps are mapped onto [0, 1] and values standardised, so the bounds and the starting point hold for any
-    units and the fit commutes with them: smooth(a x + b, c y + d) = c smooth(x, y) + d for a, c > 0, up to
-    rounding. The constant mean is the mean of the values (not fitted), which makes the fit of y - delta the
-    fit of y minus delta; the delta rule relies on it. The search starts from a point derived from the data
-    alone: l = a quarter of the step range, sigma_n^2 = half the variance of successive differences (what
-    white noise alone would give), sigma_f^2 = the rest of the variance; L-BFGS-B then runs at most
-    MAX_FIT_ITERATIONS iterations. No randomness, so the same curve gives the same bits.
+    Empirical Bayes, as the paper says: the length scale l, the signal variance sigma_f^2 and the noise
+    variance sigma_n^2 maximise the log marginal likelihood. sigma_f^2 has a closed form given the other two
+    (see `profile_negative_log_likelihood`), so L-BFGS-B searches (log l, log lambda), lambda the noise to
+    signal ratio, for at most MAX_FIT_ITERATIONS iterations, on at most MAX_FIT_POINTS evenly spread points
+    (both ends included); the posterior mean then conditions on every point. The gradient is taken by finite
+    differences: the exact one needs the inverse of the kernel matrix, which costs more than three more
+    factorisations of a matrix this small.
+
+    Steps are mapped onto [0, 1] and values standardised, so smooth(a x + b, c y + e) = c smooth(x, y) + e for
+    a, c > 0 up to rounding. The constant mean is the mean of the values (not fitted), which makes the fit
+    of y - delta the fit of y minus delta; the delta rule relies on it. The search starts from a point
+    derived from the data alone: l = a quarter of the step range, sigma_n^2 = half the variance of
+    successive differences (what white noise alone would give), sigma_f^2 = the rest of the variance. Nothing
+    is random, so the same curve gives the same bits (on one machine with one BLAS).
 
     Curves of one or two points, and constant curves, have nothing to smooth and come back as they are.
     NaN and -inf are the curve's worst value (see `worst_for_non_finite`).
@@ -168,8 +167,12 @@ def smooth(steps, values) -> np.ndarray:
     _check_steps(x, "steps")
     if len(y) <= 2 or np.all(y == y[0]):
         return y
-    t = (x - x[0]) / (x[-1] - x[0])
     mean, scale = y.mean(), y.std()
+    if not (math.isfinite(mean) and 0.0 < scale < math.inf):
+        # A spread too wide for floats (|y| near 1e308) or too narrow to divide by (subnormal): no sane
+        # objective looks like this, and standardising it would make NaNs, so the values stay unsmoothed.
+        return y
+    t = (x - x[0]) / (x[-1] - x[0])
     z = (y - mean) / scale
     d = np.abs(t[:, None] - t[None, :])
     fit = np.unique(np.round(np.linspace(0, len(t) - 1, min(len(t), MAX_FIT_POINTS))).astype(int))
@@ -177,20 +180,15 @@ def smooth(steps, values) -> np.ndarray:
 
     # The length scale may not fall below the mean spacing of the fitted points: shorter, the kernel cannot
     # tell neighbours apart from noise and the "fit" interpolates it.
-    min_length = 1.0 / (len(fit) - 1)
-    noise0 = float(np.clip(0.5 * np.var(np.diff(z_fit)), *NOISE_VARIANCE_BOUNDS))
-    signal0 = float(np.clip(1.0 - noise0, *SIGNAL_VARIANCE_BOUNDS))
-    length0 = float(np.clip(INITIAL_LENGTH_SCALE, min_length, MAX_LENGTH_SCALE))
-    bounds = np.log([SIGNAL_VARIANCE_BOUNDS, (min_length, MAX_LENGTH_SCALE), NOISE_VARIANCE_BOUNDS])
+    length_bounds = (1.0 / (len(fit) - 1), MAX_LENGTH_SCALE)
+    noise0 = 0.5 * float(np.var(np.diff(z_fit)))
+    ratio0 = noise0 / max(1.0 - noise0, NOISE_RATIO_BOUNDS[0])
+    start = np.log([np.clip(INITIAL_LENGTH_SCALE, *length_bounds), np.clip(ratio0, *NOISE_RATIO_BOUNDS)])
     result = optimize.minimize(
-        negative_log_marginal_likelihood, np.log([signal0, length0, noise0]), args=(d_fit, z_fit), jac=True,
-        method="L-BFGS-B", bounds=bounds, options={"maxiter": MAX_FIT_ITERATIONS})
-    signal_variance, length_scale, noise_variance = np.exp(result.x)
-
-    # Posterior mean at the data: K_f (K_f + sigma_n^2 I)^-1 z = z - sigma_n^2 alpha.
-    k = matern52(d, signal_variance, length_scale) + noise_variance * np.eye(len(t))
-    alpha = linalg.cho_solve(linalg.cho_factor(k, lower=True, check_finite=False), z, check_finite=False)
-    return mean + scale * (z - noise_variance * alpha)
+        profile_negative_log_likelihood, start, args=(d_fit, z_fit), method="L-BFGS-B",
+        bounds=np.log([length_bounds, NOISE_RATIO_BOUNDS]), options={"maxiter": MAX_FIT_ITERATIONS})
+    length_scale, noise_ratio = np.exp(result.x)
+    return mean + scale * posterior_mean(d, z, length_scale, noise_ratio)
 
 
 # --- steps 2 and 3: the overlapping sections -----------------------------------------------------------
@@ -285,7 +283,8 @@ def _best_score_diff(eta: _Fitted, kappa: _Fitted, deltas: int) -> float:
         # eta instead would reward the lower curve for being steeper, which Assumption 2 (concave curves)
         # says is what a lower curve does anyway; the paper's rule credits only a curve that is both higher
         # and steeper, and the negation charges that credit to the other side, so fitness stays zero-sum.
-        return -_lowered_best_score_diff(kappa, eta, deltas)
+        lowered = _lowered_best_score_diff(kappa, eta, deltas)
+        return -lowered if lowered else 0.0  # not -0.0
     # No overlap and neither strictly above: the fits never meet although the raw values do (noise), or
     # they meet only at a last point. The paper defines nothing here; no evidence either way is 0.
     return 0.0

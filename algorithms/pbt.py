@@ -15,7 +15,7 @@ steps is complete; the study ends when every member is.
 - `synchronous=True` (generations): a ready member waits until every live member has finished the
   same segment, so members are ranked on the same step.
 
-A member that has never checkpointed is never a clone source. Every member's schedule (from which
+A member that has never checkpointed is never a clone source, nor is one that has finished. Every member's schedule (from which
 step it trained with which hyperparameters, and whose weights it took) is kept in
 `trial.info["schedule"]` as [step, config, source] entries, so the best schedule can be read off and
 replayed from scratch. The random draws (whom to copy, how to perturb) come from generators derived
@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from .algorithm import Algorithm, Job, check_budget, check_positive_int
+from .algorithm import Algorithm, Job, attempt_progress, check_budget, check_positive_int
 from .decisions import CloneTrial, PromoteTrial, StartTrial
 from .explore import check_factors, perturb
 from .rng import derive_rng
@@ -119,8 +119,10 @@ class PBT(Algorithm):
         cut = truncation(len(ranked), self.quantile)
         if len(ranked) < 2 or (member.info["score"], member.id) not in ranked[-cut:]:
             return None
+        # A finished member is no source: a clone of its final weights would have nothing to train.
         top = [state.trials[tid] for _, tid in ranked[:cut]
-               if tid != member.id and state.trials[tid].checkpoint is not None]
+               if tid != member.id and state.trials[tid].checkpoint is not None
+               and state.trials[tid].checkpoint_step < self.max_budget]
         if not top:
             return None
         rng = derive_rng(state.seed, "exploit", member.id, member.info.get("clones", 0))
@@ -142,7 +144,8 @@ class PBT(Algorithm):
         return state
 
     def _attempt_ended(self, state: State, trial: Trial) -> None:
-        if trial.step is None or trial.step < trial.budget:
+        progress = attempt_progress(trial)
+        if progress is None or progress < trial.budget:
             super()._attempt_ended(state, trial)  # fails without a result, completes if it stopped early
             return
         trial.info["at"] = trial.budget

@@ -156,6 +156,7 @@ def check_clone(algorithm, state, clone):
     assert (member.info["score"], member.id) in ranked[-cut:], "cloned into a member not at the bottom"
     assert (source.info["score"], source.id) in ranked[:cut], "cloned from outside the top quantile"
     assert source.checkpoint is not None and clone.checkpoint == source.checkpoint
+    assert source.checkpoint_step < algorithm.max_budget, "cloned a finished member"
     assert member.status == TrialStatus.PAUSED
     for name, domain in algorithm.space.params.items():
         low, high = getattr(domain, "low", None), getattr(domain, "high", None)

@@ -82,6 +82,18 @@ def test_a_lost_worker_costs_an_attempt_that_resumes_from_its_checkpoint_elsewhe
     assert study.state.budget_spent == 10 + 6  # the retry trained from step 4
 
 
+def test_a_worker_lost_after_the_last_checkpoint_leaves_a_retry_with_nothing_to_train():
+    study = Study(RandomSearch(SPACE, budget=3, max_trials=1))
+    study(WorkerJoined("a"))
+    study(ResultReported(0, 1, 3, {"loss": 0.2}))
+    study(CheckpointStored(0, 1, 3, "final"))
+    study(WorkerLost("a"))  # gone before it could say the attempt ended
+    retry = only(study(WorkerJoined("b")), StartTrial)
+    assert (retry.attempt, retry.checkpoint) == (2, "final")
+    assert only(study(AttemptFinished(0, 2)), FinishStudy)  # it trained nothing, and need not
+    assert study.trial(0).status == TrialStatus.COMPLETED and study.trial(0).best == 0.2
+
+
 def test_a_trial_whose_attempts_keep_getting_lost_fails_and_the_study_goes_on():
     study = Study(RandomSearch(SPACE, budget=1, max_trials=2, max_attempts=2))
     study(WorkerJoined("a"))

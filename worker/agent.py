@@ -179,6 +179,9 @@ class Worker:
                 self.heartbeat, self.liveness = heartbeat, liveness
                 for outgoing in list(self.outbox):
                     self._transmit(outgoing)
+                if self.fetch is not None:  # a fetch cut off by the reconnect starts again where it was
+                    self._send(p.Fetch(self.name, self.incarnation, self.fetch.run.checkpoint,
+                                       self.fetch.offset, CHUNK))
             case p.Rejoin():
                 self._hello()
             case p.Run():
@@ -196,6 +199,9 @@ class Worker:
                     self.attempt.stop(0)
             case p.Error(reason=reason):
                 self._say(f"the broker refused a message: {reason}")
+                if self.fetch is not None and self.fetch.run.checkpoint in reason:
+                    # The checkpoint to resume from cannot be had: the attempt fails, never hangs.
+                    self._abandon_fetch(Exited("failed", f"cannot fetch its checkpoint: {reason}"))
             case p.Pong():
                 pass
 
@@ -240,9 +246,12 @@ class Worker:
         if self.attempt is not None:
             self.attempt.stop(self.stop_grace)
         else:  # still fetching its checkpoint
-            self.fetch.handle.close()
-            self.fetch = None
-            self._ended(Exited("finished", "stopped before it started"))
+            self._abandon_fetch(Exited("finished", "stopped before it started"))
+
+    def _abandon_fetch(self, exited: Exited) -> None:
+        self.fetch.handle.close()
+        self.fetch = None
+        self._ended(exited)
 
     def _acknowledged(self, trial: int, attempt: int, seq: int) -> None:
         keep = []
