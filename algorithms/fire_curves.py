@@ -18,14 +18,18 @@ rate of `halving.py`); r and s are where their overlapping sections start, n how
 - The evaluator's stopping and success criteria (3.2) and the fitness of a parent member (3.1.2), the sum
   of best_score_diff against every member of Phi, the members that have an evaluator.
 
-Points are paired by index, not by step: the paper's curves are evaluated every `eval_every` steps, so the
-i-th point past a section start is the same number of steps into it on both curves. Where the extracted text
-is ambiguous, the reading is written next to the code that makes it (see /work/shared/papers/fire-pbt-notes.md).
+Every function that takes a curve also takes a `FittedCurve` (`fit_curve`), so that a caller comparing one
+curve with many smooths it once. Points are paired by index, not by step: the paper's curves are evaluated
+every `eval_every` steps, so the i-th point past a section start is the same number of steps into it on
+both curves. Where the extracted text is ambiguous, the reading is written next to the code that makes
+it, marked (reading); the reading guide shared/papers/fire-pbt-notes.md marks the same places.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Hashable, Mapping, NamedTuple, Sequence
 
@@ -33,7 +37,7 @@ import numpy as np
 from scipy import linalg, optimize, stats
 from scipy.linalg import lapack
 
-Curve = Sequence[tuple[float, float]]
+Curve = Sequence[tuple[float, float]]  # or an array of shape (m, 2)
 
 # The GP's hyperparameters live in normalised units: steps mapped onto [0, 1], values centred on their mean
 # and divided by their standard deviation, so the bounds and the starting point hold for any curve.
@@ -44,9 +48,8 @@ INITIAL_LENGTH_SCALE = 0.25  # a quarter of the step range
 NOISE_RATIO_BOUNDS = (1e-6, 1e4)
 MAX_FIT_ITERATIONS = 50
 # The hyperparameters are fitted on at most this many evenly spread points; the posterior mean then uses
-# them all. Two hyperparameters are pinned down well by a hundred points, and a matrix of this order is
-# factored in tens of microseconds without waking a threaded BLAS, whose start-up costs more than the
-# work on small matrices (milliseconds per call on a busy machine).
+# them all. Two hyperparameters are pinned down well by a hundred points, and the search stays in the
+# milliseconds: each step factors and inverts a matrix of this order (cubic in it).
 MAX_FIT_POINTS = 100
 
 
@@ -59,7 +62,7 @@ class Overlap(NamedTuple):
 
 
 class Verdict(StrEnum):
-    """What an evaluator does after a check. A StrEnum so that it compares equal to its name in lower case."""
+    """What an evaluator does after a check. A StrEnum, so Verdict.STOP == "stop" for callers that log it."""
 
     CONTINUE = "continue"
     STOP = "stop"
@@ -100,7 +103,8 @@ def curve_arrays(curve: Curve, name: str = "curve") -> tuple[np.ndarray, np.ndar
 
 def _check_steps(x: np.ndarray, name: str) -> None:
     if not np.all(np.isfinite(x)) or np.any(np.diff(x) <= 0):
-        raise ValueError(f"`{name}` has steps {x.tolist()!r}, but they must be finite and strictly increasing")
+        raise ValueError(
+            f"`{name}` has steps {x.tolist()!r}, but they must be finite and strictly increasing")
 
 
 # --- step 1: Gaussian-process smoothing ----------------------------------------------------------------
@@ -111,24 +115,40 @@ def matern52(d: np.ndarray, length_scale: float) -> np.ndarray:
     return (1.0 + u + u * u / 3.0) * np.exp(-u)
 
 
-def profile_negative_log_likelihood(log_params: np.ndarray, d: np.ndarray, z: np.ndarray) -> float:
-    """-log p(z | l, lambda) with the signal variance at its maximum, up to a constant.
+def profile_negative_log_likelihood(log_params: np.ndarray, d: np.ndarray, z: np.ndarray):
+    """-log p(z | l, lambda) with the signal variance at its maximum (up to a constant), and its gradient
+    in (log l, log lambda).
 
-    With K = sigma_f^2 (C_l + lambda I) and lambda = sigma_n^2 / sigma_f^2, the log marginal likelihood
-    (R&W eq. 2.30) is maximised over sigma_f^2 by z' (C + lambda I)^-1 z / m, which leaves
-    -log p = m/2 log(z' alpha / m) + log|L| + m/2 (1 + log 2 pi), alpha = (C + lambda I)^-1 z, L L' = C + lambda I.
-    Profiling sigma_f^2 out leaves two hyperparameters; the posterior mean does not depend on sigma_f^2.
+    With K = sigma_f^2 (C_l + lambda I), lambda = sigma_n^2 / sigma_f^2, the log marginal likelihood (R&W
+    eq. 2.30) is maximised over sigma_f^2 by z' alpha / m, alpha = A^-1 z, A = C_l + lambda I, which leaves
+    f = m/2 log(z' alpha / m) + log|L| (L L' = A) and, for a parameter theta of A (R&W eq. 5.9),
+    df/dtheta = -m/2 alpha' A_theta alpha / z' alpha + tr(A^-1 A_theta) / 2.
+    Profiling sigma_f^2 out leaves two hyperparameters, and the posterior mean does not depend on it.
     """
     length_scale, noise_ratio = np.exp(log_params)
-    a = matern52(d, length_scale)
-    a[np.diag_indices_from(a)] += noise_ratio
+    m = len(z)
+    u = math.sqrt(5.0) * d / length_scale
+    e = np.exp(-u)
+    a = (1.0 + u + u * u / 3.0) * e
+    a[np.diag_indices(m)] += noise_ratio
+    da_dlog_length = e * u * u * (1.0 + u) / 3.0  # zero on the diagonal
     chol, info = lapack.dpotrf(a, lower=1, clean=0)
     if info != 0:
         # Not reachable within the bounds in exact arithmetic; a large value turns the search back.
-        return 1e25
+        return 1e25, np.zeros(2)
     alpha, _ = lapack.dpotrs(chol, z, lower=1)
-    m = len(z)
-    return 0.5 * m * math.log(max(float(z @ alpha), 1e-300) / m) + float(np.log(np.diag(chol)).sum())
+    quad = max(float(z @ alpha), 1e-300)
+    # dpotri leaves A^-1 in the lower triangle only; A_theta is symmetric with a zero diagonal, so
+    # tr(A^-1 A_theta) = 2 <tril(A^-1), A_theta>.
+    a_inv, _ = lapack.dpotri(chol, lower=1)
+    f = 0.5 * m * math.log(quad / m) + float(np.log(np.diag(chol)).sum())
+    trace_length = 2.0 * float(np.vdot(np.tril(a_inv), da_dlog_length))
+    trace_noise = noise_ratio * float(np.trace(a_inv))
+    gradient = np.array([
+        -0.5 * m * float(alpha @ (da_dlog_length @ alpha)) / quad + 0.5 * trace_length,
+        -0.5 * m * noise_ratio * float(alpha @ alpha) / quad + 0.5 * trace_noise,
+    ])
+    return f, gradient
 
 
 def posterior_mean(d: np.ndarray, z: np.ndarray, length_scale: float, noise_ratio: float) -> np.ndarray:
@@ -145,17 +165,20 @@ def smooth(steps, values) -> np.ndarray:
     Empirical Bayes, as the paper says: the length scale l, the signal variance sigma_f^2 and the noise
     variance sigma_n^2 maximise the log marginal likelihood. sigma_f^2 has a closed form given the other two
     (see `profile_negative_log_likelihood`), so L-BFGS-B searches (log l, log lambda), lambda the noise to
-    signal ratio, for at most MAX_FIT_ITERATIONS iterations, on at most MAX_FIT_POINTS evenly spread points
-    (both ends included); the posterior mean then conditions on every point. The gradient is taken by finite
-    differences: the exact one needs the inverse of the kernel matrix, which costs more than three more
-    factorisations of a matrix this small.
+    signal ratio, with the exact gradient, for at most MAX_FIT_ITERATIONS iterations, on at most
+    MAX_FIT_POINTS evenly spread points (both ends included); the posterior mean then conditions on every
+    point.
 
     Steps are mapped onto [0, 1] and values standardised, so smooth(a x + b, c y + e) = c smooth(x, y) + e for
-    a, c > 0 up to rounding. The constant mean is the mean of the values (not fitted), which makes the fit
-    of y - delta the fit of y minus delta; the delta rule relies on it. The search starts from a point
-    derived from the data alone: l = a quarter of the step range, sigma_n^2 = half the variance of
-    successive differences (what white noise alone would give), sigma_f^2 = the rest of the variance. Nothing
-    is random, so the same curve gives the same bits (on one machine with one BLAS).
+    a, c > 0, up to rounding and the search's tolerance. The constant mean is the mean of the values (not
+    fitted), which makes the fit of y - delta the fit of y minus delta; the delta rule relies on it. The
+    search starts from a point derived from the data alone: l = a quarter of the step range, sigma_n^2 =
+    half the variance of successive differences (what white noise alone would give), sigma_f^2 = the rest
+    of the variance. Nothing is random, so the same curve gives the same bits on one machine with one BLAS
+    set-up (its thread count included: a threaded BLAS may sum in another order and change the last bits).
+
+    Cost: the search is cubic in min(m, MAX_FIT_POINTS), the final solve cubic in m; a few hundred points
+    take milliseconds.
 
     Curves of one or two points, and constant curves, have nothing to smooth and come back as they are.
     NaN and -inf are the curve's worst value (see `worst_for_non_finite`).
@@ -185,7 +208,7 @@ def smooth(steps, values) -> np.ndarray:
     ratio0 = noise0 / max(1.0 - noise0, NOISE_RATIO_BOUNDS[0])
     start = np.log([np.clip(INITIAL_LENGTH_SCALE, *length_bounds), np.clip(ratio0, *NOISE_RATIO_BOUNDS)])
     result = optimize.minimize(
-        profile_negative_log_likelihood, start, args=(d_fit, z_fit), method="L-BFGS-B",
+        profile_negative_log_likelihood, start, args=(d_fit, z_fit), jac=True, method="L-BFGS-B",
         bounds=np.log([length_bounds, NOISE_RATIO_BOUNDS]), options={"maxiter": MAX_FIT_ITERATIONS})
     length_scale, noise_ratio = np.exp(result.x)
     return mean + scale * posterior_mean(d, z, length_scale, noise_ratio)
@@ -193,14 +216,28 @@ def smooth(steps, values) -> np.ndarray:
 
 # --- steps 2 and 3: the overlapping sections -----------------------------------------------------------
 
-class _Fitted(NamedTuple):
-    y: np.ndarray  # the raw values, non-finite ones replaced
-    y_hat: np.ndarray  # the GP fit, used only to place the sections
+@dataclass(frozen=True, slots=True)
+class FittedCurve:
+    """A curve's values y (non-finite ones replaced) and its GP fit y_hat, both read-only.
+
+    Every function below takes a FittedCurve wherever it takes a curve, so that a caller comparing one
+    curve with many (fitness over Phi, a verdict at every check) smooths it once.
+    """
+
+    y: np.ndarray
+    y_hat: np.ndarray
 
 
-def _fitted(curve: Curve, name: str) -> _Fitted:
+def fit_curve(curve: Curve, name: str = "curve") -> FittedCurve:
     x, y = curve_arrays(curve, name)
-    return _Fitted(y, smooth(x, y))
+    y_hat = smooth(x, y).copy()
+    y.setflags(write=False)
+    y_hat.setflags(write=False)
+    return FittedCurve(y, y_hat)
+
+
+def _fitted(curve: Curve | FittedCurve, name: str) -> FittedCurve:
+    return curve if isinstance(curve, FittedCurve) else fit_curve(curve, name)
 
 
 def first_reaching(y_hat: np.ndarray, level: float) -> int | None:
@@ -226,6 +263,8 @@ def overlap_of_fits(y_hat_eta: np.ndarray, y_hat_kappa: np.ndarray) -> Overlap |
     binomial test of 0 trials is undefined.
     """
     y_hat_eta, y_hat_kappa = np.asarray(y_hat_eta, dtype=float), np.asarray(y_hat_kappa, dtype=float)
+    if not (y_hat_eta.size and y_hat_kappa.size):
+        raise ValueError("the fits have no points, but each must have at least one")
     if y_hat_eta[0] >= y_hat_kappa[0]:
         r, s = 0, first_reaching(y_hat_kappa, y_hat_eta[0])
     else:
@@ -236,7 +275,7 @@ def overlap_of_fits(y_hat_eta: np.ndarray, y_hat_kappa: np.ndarray) -> Overlap |
     return Overlap(r, s, n) if n >= 1 else None
 
 
-def overlap(eta: Curve, kappa: Curve) -> Overlap | None:
+def overlap(eta: Curve | FittedCurve, kappa: Curve | FittedCurve) -> Overlap | None:
     """The overlapping sections of two curves (steps 1-3): Overlap(r, s, n), or None where there is none."""
     eta_fit, kappa_fit = _fitted(eta, "eta"), _fitted(kappa, "kappa")
     return overlap_of_fits(eta_fit.y_hat, kappa_fit.y_hat)
@@ -260,7 +299,7 @@ def delta_range(y_eta: np.ndarray, y_kappa: np.ndarray, deltas: int) -> np.ndarr
     return np.linspace(y_eta.min() - y_kappa.max(), y_eta.min() - y_kappa.min(), deltas)
 
 
-def _lowered_best_score_diff(eta: _Fitted, kappa: _Fitted, deltas: int) -> float:
+def _lowered_best_score_diff(eta: FittedCurve, kappa: FittedCurve, deltas: int) -> float:
     # Lowering a curve by delta lowers its fit by exactly delta: the GP's constant mean is the data's mean,
     # and the hyperparameters see only the standardised values. So the fit is shifted, not refitted.
     best = 0.0
@@ -271,7 +310,7 @@ def _lowered_best_score_diff(eta: _Fitted, kappa: _Fitted, deltas: int) -> float
     return best
 
 
-def _best_score_diff(eta: _Fitted, kappa: _Fitted, deltas: int) -> float:
+def _best_score_diff(eta: FittedCurve, kappa: FittedCurve, deltas: int) -> float:
     sections = overlap_of_fits(eta.y_hat, kappa.y_hat)
     if sections is not None:
         return section_best_diff(eta.y, kappa.y, sections)
@@ -291,11 +330,11 @@ def _best_score_diff(eta: _Fitted, kappa: _Fitted, deltas: int) -> float:
 
 
 def _check_deltas(deltas: int) -> None:
-    if isinstance(deltas, bool) or not isinstance(deltas, int) or deltas < 2:
+    if isinstance(deltas, bool) or not isinstance(deltas, numbers.Integral) or deltas < 2:
         raise ValueError(f"`deltas` is {deltas!r}, but must be an int >= 2 (both ends of the range)")
 
 
-def best_score_diff(eta: Curve, kappa: Curve, deltas: int = 8) -> float:
+def best_score_diff(eta: Curve | FittedCurve, kappa: Curve | FittedCurve, deltas: int = 8) -> float:
     """Positive when eta is improving faster than kappa, negative when kappa is (section 3.1.1).
 
     With overlapping sections: max y_eta[r..r+n] - max y_kappa[s..s+n]. When eta lies strictly above kappa
@@ -325,14 +364,14 @@ def binomial_p_value(k: int, n: int) -> float:
     return float(stats.binomtest(k, n, 0.5, alternative="greater").pvalue)
 
 
-def _binomial_test(eta: _Fitted, child: _Fitted) -> float | None:
+def _binomial_test(eta: FittedCurve, child: FittedCurve) -> float | None:
     sections = overlap_of_fits(eta.y_hat, child.y_hat)
     if sections is None:
         return None
     return binomial_p_value(wins(eta.y, child.y, sections), sections.n)
 
 
-def binomial_test(eta: Curve, child: Curve) -> float | None:
+def binomial_test(eta: Curve | FittedCurve, child: Curve | FittedCurve) -> float | None:
     """binom_test(eta, rho_child): the p-value over the overlapping sections, None when they do not overlap.
 
     `child` is rho_child's curve since it last copied weights (an exploit or an evaluator's success).
@@ -346,8 +385,8 @@ def stopping_threshold(trained_steps: float, max_eval_steps: float, p_stat: floa
     return p_stat + max(0.0, 1.0 - trained_steps / max_eval_steps)
 
 
-def evaluator_verdict(eta: Curve, child: Curve, trained_steps: float, max_eval_steps: float,
-                      p_stat: float = 0.01, deltas: int = 8) -> Verdict:
+def evaluator_verdict(eta: Curve | FittedCurve, child: Curve | FittedCurve, trained_steps: float,
+                      max_eval_steps: float, p_stat: float = 0.01, deltas: int = 8) -> Verdict:
     """The stopping and success criteria of an evaluator that has trained T = `trained_steps` steps.
 
     - STOP if the curves do not overlap and T > max_eval_steps;
@@ -355,11 +394,12 @@ def evaluator_verdict(eta: Curve, child: Curve, trained_steps: float, max_eval_s
     - SUCCESS if best_score_diff(eta, child) > 0 and binom_test < p_stat;
     - CONTINUE otherwise.
 
-    The order of the checks does not matter, and they follow the paper's: the conditions are disjoint. The
-    second stop needs p > p_stat and success needs p < p_stat; the first stop needs no overlap and success
-    needs a p-value, which needs an overlap. With an overlap, best_score_diff is the sections' difference,
-    never the delta rule. One consequence, kept from the paper: an evaluator whose curve lies strictly
-    above its target's never overlaps it, so it never succeeds, and it stops after max_eval_steps.
+    The checks run in the paper's order, stops first, but the order cannot change a verdict: the conditions
+    are disjoint. The second stop needs p > p_stat and success needs p < p_stat; the first stop needs no
+    overlap and success needs a p-value, which needs an overlap. With an overlap, best_score_diff is the
+    sections' difference, never the delta rule. One consequence, kept from the paper: an evaluator whose
+    curve lies strictly above its target's never overlaps it, so it never succeeds, and it stops after
+    max_eval_steps.
 
     Stopping because rho_parent or rho_child lost an evolution event is the caller's business.
     """
@@ -383,7 +423,8 @@ def evaluator_verdict(eta: Curve, child: Curve, trained_steps: float, max_eval_s
 
 # --- section 3.1.2: the fitness of a parent member -----------------------------------------------------
 
-def parent_fitnesses(curves_of_evaluators: Mapping[Hashable, Curve], deltas: int = 8) -> dict[Hashable, float]:
+def parent_fitnesses(curves_of_evaluators: Mapping[Hashable, Curve | FittedCurve],
+                     deltas: int = 8) -> dict[Hashable, float]:
     """fitness(rho_j) = sum over rho_k in Phi of best_score_diff(eta_rho_j, eta_rho_k), for every rho_j in
     Phi, the keys of `curves_of_evaluators` (the members of one parent sub-population with an evaluator).
 
@@ -393,7 +434,8 @@ def parent_fitnesses(curves_of_evaluators: Mapping[Hashable, Curve], deltas: int
     they add up to 0 over Phi up to the rounding of each sum.
     """
     _check_deltas(deltas)
-    fitted = {member: _fitted(curve, f"curve of {member!r}") for member, curve in curves_of_evaluators.items()}
+    fitted = {member: _fitted(curve, f"curve of {member!r}")
+              for member, curve in curves_of_evaluators.items()}
     members = list(fitted)
     diffs: dict[Hashable, list[float]] = {member: [] for member in members}
     for a, j in enumerate(members):
@@ -404,7 +446,7 @@ def parent_fitnesses(curves_of_evaluators: Mapping[Hashable, Curve], deltas: int
     return {member: math.fsum(diffs[member]) for member in members}
 
 
-def parent_fitness(curves_of_evaluators: Mapping[Hashable, Curve], member: Hashable,
+def parent_fitness(curves_of_evaluators: Mapping[Hashable, Curve | FittedCurve], member: Hashable,
                    deltas: int = 8) -> float | None:
     """fitness(`member`), as in `parent_fitnesses`; None for a member without an evaluator (not in Phi),
     which has no fitness and takes no part in evolution."""
