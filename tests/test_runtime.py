@@ -277,3 +277,45 @@ def test_pbt_clones_between_workers_and_survives_a_killed_worker(tmp_path):
     counted_once(state)
     clones = [d for _, ds in _records(tmp_path) for d in ds if d[0] == "clone"]
     assert clones and all(d[6] is not None for d in clones)  # every clone resumed a stored checkpoint
+
+
+def test_a_peer_that_keeps_sending_garbage_is_no_longer_answered(tmp_path):
+    from rung.broker.broker import MAX_BAD_MESSAGES
+
+    study = Study(CURVE, {"x": grid([0.1])}, "grid", {"budget": 1})
+    broker = Broker(study, tmp_path, **FAST).start()
+    rogue = zmq.Context.instance().socket(zmq.DEALER)
+    rogue.setsockopt(zmq.LINGER, 0)
+    rogue.connect(broker.address)
+    try:
+        answered = 0
+        for _ in range(MAX_BAD_MESSAGES + 10):
+            rogue.send_multipart([b"junk", b"junk"])
+            if rogue.poll(1000):
+                rogue.recv_multipart()
+                answered += 1
+        assert answered == MAX_BAD_MESSAGES + 1
+    finally:
+        rogue.close()
+        broker.stop()
+        broker.wait()
+
+
+def test_a_failed_fsync_stops_the_broker_and_is_never_retried(tmp_path, monkeypatch):
+    import os
+
+    from rung.broker.journal import JournalFailed
+
+    study = Study(CURVE, {"x": grid([0.1, 0.2])}, "grid", {"budget": 1})
+    broker = Broker(study, tmp_path, **FAST).start()
+
+    def failing(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    process = worker(broker.address, "w")  # its hello makes a record: the commit must fail
+    try:
+        with pytest.raises(JournalFailed):
+            broker.wait(30)
+    finally:
+        stop(process)
