@@ -19,6 +19,7 @@ from .events import (
     WorkerLost,
     WorkerReady,
 )
+from .fire_pbt import FirePBT
 from .halving import hyperband_brackets, sha_rungs
 from .median_stopping import MedianStopping
 from .pbt import PBT
@@ -30,7 +31,7 @@ from .successive_halving import Hyperband, SuccessiveHalving
 
 __all__ = [
     "ASHA", "Algorithm", "AsyncHyperband", "AttemptFailed", "AttemptFinished", "CheckpointStored",
-    "CloneTrial", "ConfigEnqueued", "Decision", "Event", "FinishStudy", "GridSearch", "Hyperband",
+    "CloneTrial", "ConfigEnqueued", "Decision", "Event", "FinishStudy", "FirePBT", "GridSearch", "Hyperband",
     "MedianStopping", "PBT", "PromoteTrial", "RandomSearch", "ResultReported", "Space",
     "StartTrial", "State", "StopRequested", "StopTrial", "SuccessiveHalving", "Trial",
     "TrialStatus", "WorkerJoined", "WorkerLost", "WorkerReady", "choice", "grid",

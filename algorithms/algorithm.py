@@ -223,6 +223,13 @@ class Algorithm:
             return [FinishStudy(self._finish_reason(state))]
         return []
 
+    def checkpoints_needed(self, state: State) -> set[str]:
+        """Every stored checkpoint the study may still resume from: the latest of each trial that is
+        not stopped or failed (running, waiting for a retry, paused and promotable, or completed: the
+        user's model). The broker adds those that attempts in flight resumed from."""
+        return {t.checkpoint for t in state.trials if t.checkpoint is not None
+                and t.status not in (TrialStatus.STOPPED, TrialStatus.FAILED)}
+
     # ----------------------------------------------------------------------------------------------
     # Jobs.
 

@@ -41,7 +41,6 @@ from rung.algorithms import (
     ResultReported,
     StartTrial,
     StopTrial,
-    TrialStatus,
     WorkerJoined,
     WorkerLost,
     WorkerReady,
@@ -417,16 +416,14 @@ class Broker:
             return
         self._collected_at = now
         resumed = {attempt: source for attempt, (_, source) in self.assigned.items()}
-        self.store.collect(needed_checkpoints(self.state, resumed))
+        self.store.collect(needed_checkpoints(self.algorithm, self.state, resumed))
 
 
-def needed_checkpoints(state, resumed: dict[tuple[int, int], str | None]) -> set[str]:
-    """Every checkpoint a trial may still need: the latest of each trial that is not stopped or
-    failed (running, waiting for a retry, paused and promotable, or completed: the user's model), and
-    the one each attempt in flight resumed from, which its worker may still be fetching.
-    `resumed` maps (trial, attempt) to the checkpoint that attempt started from."""
-    keep = {t.checkpoint for t in state.trials
-            if t.checkpoint is not None and t.status not in (TrialStatus.STOPPED, TrialStatus.FAILED)}
+def needed_checkpoints(algorithm, state, resumed: dict[tuple[int, int], str | None]) -> set[str]:
+    """What the algorithm says the study may resume from, and the checkpoint each attempt in flight
+    resumed from, which its worker may still be fetching. `resumed` maps (trial, attempt) to the
+    checkpoint that attempt started from."""
+    keep = set(algorithm.checkpoints_needed(state))
     for tid in state.workers.values():
         if tid is not None:
             keep.add(resumed.get((tid, state.trials[tid].attempt)))

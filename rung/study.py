@@ -10,7 +10,7 @@ restarted broker checks it is resuming the same study), and be built in Python a
     seed = 0
 
     [algorithm]
-    name = "asha"                                # random, grid, sha, hyperband, asha, async-hyperband, median, pbt
+    name = "asha"                                # random, grid, sha, hyperband, asha, async-hyperband, median, pbt, fire-pbt
     min_budget = 1                               # every other key is a setting of that algorithm
     max_budget = 27
     max_trials = 60
@@ -40,6 +40,7 @@ from rung.algorithms import (
     ASHA,
     Algorithm,
     AsyncHyperband,
+    FirePBT,
     GridSearch,
     Hyperband,
     PBT,
@@ -63,6 +64,7 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     "async-hyperband": AsyncHyperband,
     "median": MedianStopping,
     "pbt": PBT,
+    "fire-pbt": FirePBT,
 }
 
 

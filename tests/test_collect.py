@@ -42,5 +42,5 @@ def test_only_superseded_and_dead_trials_checkpoints_may_go():
     # The retry of trial 1 stores a newer checkpoint while it runs: the one it resumed from stays
     # needed until the attempt ends (its worker may still be fetching it).
     feed(CheckpointStored(1, 2, 0.75, "t1-newer"))
-    keep = needed_checkpoints(state, resumed)
+    keep = needed_checkpoints(asha, state, resumed)
     assert keep == {"t0-new", "t1", "t1-newer"}

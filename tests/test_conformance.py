@@ -23,6 +23,7 @@ from rung.algorithms import (
     ASHA,
     PBT,
     AsyncHyperband,
+    FirePBT,
     CloneTrial,
     GridSearch,
     Hyperband,
@@ -37,7 +38,6 @@ from rung.algorithms import (
     grid,
     replay,
     step,
-    uniform,
 )
 from rung.algorithms.benchmarks import CrossingCurves
 from rung.algorithms.records import record_from_data, record_to_data
@@ -80,6 +80,9 @@ ALGORITHMS = {
                                        max_trials=25, **s),
     "pbt": lambda s: PBT(SPACE, population=6, ready=2, max_budget=12, resample_probability=0.2, **s),
     "pbt-generations": lambda s: PBT(SPACE, population=5, ready=3, max_budget=12, synchronous=True, **s),
+    # p_stat is raised from 0.01 so that short curves can succeed and hand-offs happen to be checked.
+    "fire-pbt": lambda s: FirePBT(SPACE, subpopulations=2, size=3, evaluators=2, ready=3, max_budget=18,
+                                  max_eval_steps=9, p_stat=0.25, resample_probability=0.2, **s),
 }
 
 studies = st.fixed_dictionaries({
@@ -136,7 +139,7 @@ def check_decision(algorithm, state, decision):
             trial = state.trials[tid]
             assert trial.status == TrialStatus.RUNNING and trial.attempt == attempt
     if isinstance(decision, CloneTrial):
-        check_clone(algorithm, state, decision)
+        (check_fire_clone if isinstance(algorithm, FirePBT) else check_clone)(algorithm, state, decision)
     if isinstance(decision, PromoteTrial) and not isinstance(algorithm, PBT):
         trial = state.trials[decision.trial]
         bracket = state.brackets[trial.bracket]
@@ -162,6 +165,33 @@ def check_clone(algorithm, state, clone):
         low, high = getattr(domain, "low", None), getattr(domain, "high", None)
         if low is not None:
             assert low <= clone.config[name] <= high, "explored out of bounds"
+
+
+def check_fire_clone(algorithm, state, clone):
+    """FIRE PBT's clones: an evaluator takes a parent's weights (P2 .. Pn, one evaluator each), a
+    hand-off gives a target the evaluator's kept weights with its own configuration, and an exploit
+    copies within a sub-population from the top quantile of its fitness."""
+    source = state.trials[clone.source]
+    if clone.trial == len(state.trials) or state.trials[clone.trial].info.get("role") == "evaluator":
+        # An evaluator job: a parent (P2 .. Pn) without another evaluator, its latest checkpoint.
+        assert source.info["role"] == "member" and source.info["sub"] >= 2
+        assert clone.checkpoint == source.checkpoint
+        active = [t.info["parent"] for t in state.trials if t.info.get("role") == "evaluator"
+                  and t.info.get("active")]
+        assert source.id not in active, "a parent with two evaluators"
+        return
+    member = state.trials[clone.trial]
+    assert member.status == TrialStatus.PAUSED
+    if source.info.get("role") == "evaluator":  # a hand-off: the evaluator's kept weights, own config
+        assert [source.id, clone.checkpoint] == member.info["handoff"][:2]
+        assert dict(clone.config) == member.config
+        return
+    assert source.info["sub"] == member.info["sub"], "copied from another sub-population"
+    assert source.id in member.info["exploit"], "copied from outside the top quantile"
+    assert source.checkpoint is not None and clone.checkpoint == source.checkpoint
+    assert source.checkpoint_step < algorithm.max_budget
+    for name, domain in algorithm.space.params.items():
+        assert domain.low <= clone.config[name] <= domain.high
 
 
 def check_state(algorithm, state):
@@ -202,7 +232,7 @@ def check_duplicate_and_stale(algorithm, state, event):
         assert [b.to_data() for b in copy.brackets] == brackets, "a stale result moved a ranking"
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(studies)
 def test_conformance(study):
     algorithm, result = simulate(study)

@@ -1,0 +1,200 @@
+"""FIRE PBT (Dalibard & Jaderberg 2021): evaluators, hand-offs, sub-populations, and the shared contract.
+
+The scenario tests push hand-made events through `step`: two sub-populations of two members (P1 = members 0
+and 1, P2 = members 2 and 3), one evaluator (trial 4), five workers, segments of ten steps, metric Q
+maximised. The curves are straight lines, so the verdicts can be read off them (see test_fire_curves.py):
+a binomial test of 8 wins in 8 has p = 1/256 < p_stat = 0.01.
+"""
+
+import msgpack
+import pytest
+
+from rung.algorithms import (
+    AttemptFinished,
+    CheckpointStored,
+    CloneTrial,
+    FirePBT,
+    PromoteTrial,
+    ResultReported,
+    StartTrial,
+    TrialStatus,
+    WorkerJoined,
+    loguniform,
+    step,
+)
+from rung.algorithms.benchmarks import NoisyQuadratic
+from rung.algorithms.fire_pbt import default_evaluators, verdict_counts
+from rung.algorithms.simulate import Simulator
+
+LR = {"lr": loguniform(1e-3, 1.0)}
+READY = 10
+
+
+def fire(**settings):
+    return FirePBT(LR, **{"subpopulations": 2, "size": 2, "evaluators": 1, "ready": READY,
+                          "max_budget": 40, "max_eval_steps": 30, "metric": "Q", "mode": "max",
+                          **settings})
+
+
+def segment(algorithm, state, tid, values):
+    """The trial's current attempt reports `values` on consecutive steps, checkpoints and ends."""
+    trial = state.trials[tid]
+    attempt, start = trial.attempt, trial.checkpoint_step if trial.checkpoint else 0
+    decisions = []
+    for i, value in enumerate(values, 1):
+        decisions += step(algorithm, state, ResultReported(tid, attempt, start + i, {"Q": value}))
+    decisions += step(algorithm, state, CheckpointStored(tid, attempt, start + len(values),
+                                                         f"ckpt-{tid}-{attempt}"))
+    return decisions + step(algorithm, state, AttemptFinished(tid, attempt))
+
+
+def line(first, slope):
+    return [first + slope * i for i in range(READY)]
+
+
+def first_segments(algorithm):
+    """Every member trains its first segment; P2's first member (2) gets the evaluator."""
+    state = algorithm.initial_state(0)
+    starts = []
+    for worker in range(5):
+        starts += step(algorithm, state, WorkerJoined(f"w{worker}"))
+    assert [(type(d), d.trial) for d in starts] == [(StartTrial, tid) for tid in range(4)]
+    decisions = {tid: segment(algorithm, state, tid, values) for tid, values in
+                 [(0, line(0.01, 0.01)), (1, line(0.005, 0.005)), (2, line(0.02, 0.01)),
+                  (3, line(0.02, 0.01))]}
+    return state, decisions
+
+
+def test_members_form_subpopulations_and_the_longest_unevaluated_parent_gets_the_evaluator():
+    algorithm = fire()
+    state, decisions = first_segments(algorithm)
+    assert [t.info["sub"] for t in state.trials[:4]] == [1, 1, 2, 2]
+    # P2's member 2 is the first parent with a checkpoint (the idle fifth worker takes the evaluator as
+    # soon as it is stored); P1's best member (0) is the target, and the evaluator clones member 2's
+    # weights with member 0's hyperparameters.
+    evaluator, promote = decisions[2]
+    assert isinstance(promote, PromoteTrial) and promote.trial == 2  # no evaluator yet: no fitness
+    assert isinstance(evaluator, CloneTrial)
+    assert (evaluator.trial, evaluator.attempt, evaluator.source, evaluator.checkpoint) == (
+        4, 1, 2, "ckpt-2-1")
+    assert dict(evaluator.config) == state.trials[0].config
+    info = state.trials[4].info
+    assert (info["role"], info["parent"], info["target"], info["start"], info["active"]) == (
+        "evaluator", 2, 0, READY, True)
+
+
+def test_p1_evolves_greedily_like_pbt():
+    algorithm = fire()
+    state, decisions = first_segments(algorithm)
+    assert [type(d) for d in decisions[0]] == [PromoteTrial]  # alone in its ranking: goes on
+    [clone] = decisions[1]  # the worse of P1 copies the better and perturbs its learning rate
+    assert isinstance(clone, CloneTrial) and (clone.trial, clone.source) == (1, 0)
+    assert clone.config["lr"] in [state.trials[0].config["lr"] * f for f in algorithm.factors] or (
+        clone.config["lr"] in (1e-3, 1.0))  # clipped to the space
+    assert state.trials[1].info["losses"] == 1 and state.trials[0].info["losses"] == 0
+    assert state.trials[1].info["from"] == [2, READY]  # its curve restarts where it copied
+
+
+def test_a_clearly_better_evaluator_hands_its_weights_to_the_target_which_keeps_its_own_config():
+    algorithm = fire()
+    state, _ = first_segments(algorithm)
+    # The evaluator starts level with the target's curve and climbs five times as fast: 8 wins in 8.
+    done = segment(algorithm, state, 4, line(0.005, 0.05))
+    assert state.trials[4].info["verdicts"] == {"success": 1}
+    assert state.trials[0].info["handoff"] == [4, "ckpt-4-1", 2 * READY]
+    # The evaluator moves on at once, to the parent that has gone longest unevaluated (3, not 2).
+    [reassign] = done
+    assert isinstance(reassign, CloneTrial)
+    assert (reassign.trial, reassign.attempt, reassign.source) == (4, 2, 3)
+    assert state.trials[4].info["parent"] == 3
+    # Those kept weights are no longer the evaluator's latest: they must outlive its reassignment.
+    assert state.trials[4].checkpoint != "ckpt-4-1"
+    assert "ckpt-4-1" in algorithm.checkpoints_needed(state)
+    # At its next ready point the target takes the evaluator's kept weights, not its new ones.
+    [handoff] = segment(algorithm, state, 0, line(0.11, 0.01))
+    assert isinstance(handoff, CloneTrial)
+    assert (handoff.trial, handoff.source, handoff.checkpoint, handoff.budget) == (
+        0, 4, "ckpt-4-1", 3 * READY)
+    assert dict(handoff.config) == state.trials[0].config
+    member = state.trials[0].info
+    assert (member["handoffs"], member["losses"], member["from"], "handoff" in member) == (
+        1, 0, [3, 2 * READY], False)
+    assert member["schedule"][-1] == [2 * READY, state.trials[0].config, 4]
+    assert state.trials[0].checkpoint_step == 2 * READY
+
+
+def test_a_losing_evaluator_stops_and_is_reassigned():
+    algorithm = fire()
+    state, _ = first_segments(algorithm)
+    # Flat above the target's start: the target overtakes it on every paired point, p = 1.
+    [reassign] = segment(algorithm, state, 4, [0.05] * READY)
+    assert state.trials[4].info["verdicts"] == {"stop": 1}
+    assert "handoff" not in state.trials[0].info
+    assert isinstance(reassign, CloneTrial) and (reassign.trial, reassign.source) == (4, 3)
+    assert dict(reassign.config) == state.trials[0].config
+
+
+def test_an_evaluator_without_evidence_either_way_trains_another_segment():
+    algorithm = fire()
+    state, _ = first_segments(algorithm)
+    # Below the target's start throughout: no overlap, and T = 10 <= max_eval_steps.
+    [going_on] = segment(algorithm, state, 4, [0.001] * READY)
+    assert state.trials[4].info["verdicts"] == {"continue": 1}
+    assert isinstance(going_on, PromoteTrial) and going_on.trial == 4 and going_on.budget == 3 * READY
+
+
+def test_an_evaluator_whose_target_loses_an_evolution_event_is_stopped_at_its_segment_end():
+    algorithm = fire()
+    state, _ = first_segments(algorithm)
+    # The target (0) falls to the bottom of P1 and copies member 1: it lost an evolution event.
+    [clone] = segment(algorithm, state, 0, [0.0] * READY)
+    assert isinstance(clone, CloneTrial) and clone.trial == 0 and clone.source == 1
+    assert state.trials[4].info["active"] is False and state.trials[4].info["verdict"] == "abandoned"
+    # The evaluator's segment is not judged: it is reassigned.
+    [reassign] = segment(algorithm, state, 4, line(0.005, 0.05))
+    assert isinstance(reassign, CloneTrial) and reassign.trial == 4 and reassign.attempt == 2
+    assert "handoff" not in state.trials[0].info
+
+
+@pytest.mark.parametrize("subpopulations, size, expected",
+                         [(2, 8, 6), (3, 8, 12), (4, 8, 18), (2, 4, 3), (2, 2, 2)],
+                         ids=["22 workers", "36 workers", "50 workers", "2x4", "half rounds up"])
+def test_three_quarters_of_the_parents_are_evaluators(subpopulations, size, expected):
+    # The paper's 22/36/50 workers are 2/3/4 sub-populations of 8 plus 6/12/18 evaluators.
+    assert default_evaluators(subpopulations, size) == expected
+    assert FirePBT(LR, subpopulations=subpopulations, size=size).evaluators == expected
+
+
+@pytest.mark.parametrize(
+    "settings_, message",
+    [
+        ({"subpopulations": 1}, "`subpopulations` is 1, but must be an int >= 2"),
+        ({"size": 1}, "`size` is 1, but must be an int >= 2"),
+        ({"evaluators": 0}, "`evaluators` is 0, but must be an int >= 1"),
+        ({"max_eval_steps": 0}, "`max_eval_steps` is 0, but must be a finite number > 0"),
+        ({"p_stat": 1.5}, "`p_stat` is 1.5, but must be in (0, 1)"),
+    ],
+    ids=["subpopulations", "size", "evaluators", "max_eval_steps", "p_stat"],
+)
+def test_bad_fire_settings_are_refused(settings_, message):
+    with pytest.raises(ValueError) as error:
+        FirePBT(LR, **settings_)
+    assert str(error.value) == message
+
+
+def test_a_simulated_study_on_the_noisy_quadratic_finishes_and_records_schedules():
+    nqm = NoisyQuadratic()
+    algorithm = FirePBT(nqm.space, subpopulations=2, size=4, ready=50, max_budget=1000, metric="loss")
+    result = Simulator(algorithm, nqm, 8 + algorithm.evaluators, seed=0, report_every=10).run()
+    assert result.finished
+    members = [t for t in result.state.trials if t.info.get("role") == "member"]
+    evaluators = [t for t in result.state.trials if t.info.get("role") == "evaluator"]
+    assert len(members) == 8 and len(evaluators) == algorithm.evaluators == 3
+    assert all(t.status == TrialStatus.COMPLETED and t.checkpoint_step == 1000 for t in members)
+    for member in members:
+        schedule = member.info["schedule"]
+        assert schedule[0][0] == 0 and all(0 <= s < 1000 and "lr" in c for s, c, _ in schedule)
+    counts = verdict_counts(result.state)
+    assert counts.get("success", 0) >= 1 and counts.get("stop", 0) >= 1
+    assert sum(t.info.get("handoffs", 0) for t in members) >= 1
+    msgpack.packb(result.state.to_data())  # plain data throughout
