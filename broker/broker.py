@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import threading
 import time
 import urllib.parse
@@ -47,6 +48,7 @@ from rung.algorithms import (
     step,
 )
 from rung.algorithms.records import record_from_data, record_to_data
+from rung.algorithms.state import ranking_key
 from rung.keys import secure_broker
 from rung.study import Study
 from rung.summary import study_summary, trial_rows
@@ -144,6 +146,19 @@ class Broker:
     def finished(self) -> bool:
         return self.state.finished
 
+    def progress(self) -> tuple[dict[str, int], Any]:
+        """(trials per status, the best trial or None): cheap enough to show twice a second."""
+        with self._lock:
+            counts: dict[str, int] = {}
+            best, best_key = None, math.inf
+            for trial in self.state.trials:
+                name = trial.status.name.lower()
+                counts[name] = counts.get(name, 0) + 1
+                key = ranking_key(trial.best, self.algorithm.maximise)
+                if key < best_key:
+                    best, best_key = trial, key
+            return counts, None if best is None else (best.id, best.best)
+
     def results(self) -> list[dict[str, Any]]:
         """Every trial as a plain row, the best first."""
         with self._lock:
@@ -193,6 +208,7 @@ class Broker:
             for decision in decisions:
                 self.algorithm.apply(self.state, decision)
                 self._remember(decision)
+        records.clear()  # replayed: the state holds what matters, and a long journal is large
         now = time.monotonic()
         for worker in self.state.workers:
             self.registry.expect(worker, now)

@@ -1,44 +1,33 @@
 """rung: distributed hyperparameter tuning for expensive models.
 
-The public face. Search-space helpers and algorithms live in `rung.algorithms` and are re-exported
-here; the runtime (broker, worker) is imported lazily so that importing `rung` stays light.
+The public face: `rung.tune`, `rung.Study`, the algorithms and the search-space helpers (which live
+in `rung.algorithms`). Every name is imported on first use, so `import rung` costs nothing: a trial's
+child process imports `rung.worker.child` through this package and must not pay for numpy, scipy or
+the broker at each start.
 """
 
-from rung.algorithms import (
-    ASHA,
-    AsyncHyperband,
-    GridSearch,
-    Hyperband,
-    MedianStopping,
-    PBT,
-    RandomSearch,
-    Space,
-    SuccessiveHalving,
-    choice,
-    grid,
-    loguniform,
-    randint,
-    uniform,
-)
+import importlib
 
 __version__ = "0.1.0"
 
+_EXPORTS = {
+    "tune": "rung.tuning", "TuneResult": "rung.tuning", "Study": "rung.study",
+    **{name: "rung.algorithms" for name in (
+        "ASHA", "AsyncHyperband", "FirePBT", "GridSearch", "Hyperband", "MedianStopping", "PBT",
+        "RandomSearch", "Space", "SuccessiveHalving", "choice", "grid", "loguniform", "randint",
+        "uniform")},
+}
+
+__all__ = sorted(_EXPORTS)
+
 
 def __getattr__(name: str):
-    # The runtime (broker, workers, ZeroMQ) loads on first use, never on `import rung`.
-    if name in ("tune", "TuneResult"):
-        from rung import tuning
-
-        return getattr(tuning, name)
-    if name == "Study":
-        from rung.study import Study
-
-        return Study
-    raise AttributeError(f"module 'rung' has no attribute {name!r}")
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'rung' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # once imported, an ordinary attribute
+    return value
 
 
-__all__ = [
-    "tune", "TuneResult", "Study", "ASHA", "AsyncHyperband", "GridSearch", "Hyperband",
-    "MedianStopping", "PBT", "RandomSearch", "Space", "SuccessiveHalving", "choice", "grid",
-    "loguniform", "randint", "uniform",
-]
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])

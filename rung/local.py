@@ -66,15 +66,11 @@ def run_local(study: Study, directory: str | Path, workers: int, *, progress: Te
 
 def show_progress(stream: TextIO, broker: Broker, elapsed: float, final: bool = False) -> None:
     """One line: trials by status and the best so far (rewritten in place on a terminal)."""
-    rows = broker.results()
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    best = rows[0] if rows and rows[0]["best"] is not None else None
+    counts, best = broker.progress()
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    line = f"{elapsed:7.1f} s  {len(rows)} trials ({summary or 'none yet'})"
+    line = f"{elapsed:7.1f} s  {sum(counts.values())} trials ({summary or 'none yet'})"
     if best is not None:
-        line += f"  best {broker.study.metric} {best['best']:.4g} (trial {best['trial']})"
+        line += f"  best {broker.study.metric} {best[1]:.4g} (trial {best[0]})"
     if stream.isatty():
         stream.write("\r" + line[:150].ljust(150) + ("\n" if final else ""))
     else:

@@ -26,3 +26,13 @@ def test_importing_the_protocol_or_the_algorithms_never_pulls_the_runtime_in():
             "print(sorted(m for m in sys.modules if m.startswith(('rung.broker', 'rung.worker', 'zmq'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_trial_process_imports_neither_numpy_nor_the_algorithms():
+    # Each attempt starts a fresh interpreter that imports rung.worker.child: every import is paid
+    # per trial, so the child must stay free of numpy, scipy and the algorithms.
+    code = ("import sys, rung.worker.child; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'scipy', 'zmq') "
+            "or m.startswith('rung.algorithms')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
