@@ -59,7 +59,7 @@ from .lock import StudyLock
 from .registry import Registry
 
 MAX_BAD_MESSAGES = 20  # a peer past this many undecodable messages is no longer answered
-DRAIN = 1000  # messages handled per iteration before the journal commits
+DRAIN = 10_000  # messages handled per iteration before the journal commits (and acks go out)
 CHUNK = 1 << 20  # bytes per checkpoint chunk sent to a worker
 COLLECT_EVERY = 10.0  # seconds between checkpoint garbage collections
 

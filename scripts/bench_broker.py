@@ -914,7 +914,7 @@ def measure_memory(sizes: tuple[int, ...]) -> list[dict]:
         if trials == small:
             decoded = [msgpack.unpackb(payload, raw=False) for payload in side.payloads]
             rows.append(row("Journal.records after restart", deep_size(decoded),
-                            "kept in broker.journal.records"))
+                            "decoded on a restart, freed after replay"))
             del decoded
         del state, side
         gc.collect()
