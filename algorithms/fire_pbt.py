@@ -58,7 +58,6 @@ from typing import Any, Mapping
 from . import fire_curves
 from .algorithm import Algorithm, Job, attempt_progress, check_budget, check_positive_int
 from .decisions import CloneTrial, Decision, FinishStudy, StartTrial
-from .explore import perturb
 from .fire_curves import Verdict
 from .pbt import PBT, truncation
 from .rng import derive_rng
@@ -100,12 +99,12 @@ class FirePBT(PBT):
     # ----------------------------------------------------------------------------------------------
     # Jobs (read-only).
 
-
     def checkpoints_needed(self, state: State) -> set[str]:
         # A hand-off waits on the target until its next ready point, while the evaluator that made it
         # may already train from another parent's weights: its checkpoint must outlive the evaluator's.
         handoffs = {t.info["handoff"][1] for t in state.trials if t.info.get("handoff")}
         return super().checkpoints_needed(state) | handoffs
+
     def _next_job(self, state: State) -> Job | None:
         members = [t for t in state.trials if t.info.get("role") == "member"]
         if len(members) < self.population:
@@ -113,12 +112,13 @@ class FirePBT(PBT):
                 return None
             return self._new_trial_job(state, self._segment_end(0), 0, 0,
                                        f"member {len(members)} of {self.population}")
-        job = self._member_job(state, members)
+        job = self._ready_member_job(state, members)
         if job is None:
             job = self._evaluator_job(state, members)
         return job
 
-    def _member_job(self, state: State, members: list[Trial]) -> Job | None:
+    def _ready_member_job(self, state: State, members: list[Trial]) -> Job | None:
+        """The job of the ready member furthest behind: a pending hand-off first, else PBT's."""
         ready = [t for t in members if t.status == TrialStatus.PAUSED]
         if not ready:
             return None
@@ -133,22 +133,10 @@ class FirePBT(PBT):
             return Job(member.id, member.config, budget, 0, 0, False,
                        f"ready at {at:g}: takes the weights of evaluator {evaluator}, which beat it",
                        source=evaluator)
-        source = self._exploit_source(state, member)
-        if source is None:
-            budget = self._segment_end(at)
-            if not self._affordable(state, budget, member):
-                return None
-            return Job(member.id, member.config, budget, 0, 0, True, f"ready at {at:g}: next segment")
-        start = source.checkpoint_step
-        budget = self._segment_end(start)
-        if not self._affordable(state, budget - start, None):
-            return None
-        clones = member.info.get("clones", 0)
-        config = perturb(self.space, source.config, derive_rng(state.seed, "explore", member.id, clones),
-                         self.factors, self.resample_probability)
-        return Job(member.id, config, budget, 0, 0, False,
-                   f"ready at {at:g} in the bottom {self.quantile:g} of P{member.info['sub']}: "
-                   f"copies member {source.id}", source=source.id)
+        return self._member_job(state, member)
+
+    def _population_of(self, member: Trial) -> str:
+        return f" of P{member.info['sub']}"
 
     def _exploit_source(self, state: State, member: Trial) -> Trial | None:
         """A member of the top quantile fixed when `member` became ready, drawn uniformly; else None."""

@@ -79,6 +79,11 @@ class PBT(Algorithm):
         member = self._next_ready(state)
         if member is None:
             return None
+        return self._member_job(state, member)
+
+    def _member_job(self, state: State, member: Trial) -> Job | None:
+        """A ready member's next segment: its own, or, from the bottom quantile, a clone of a top
+        member's weights with perturbed hyperparameters."""
         at = member.info["at"]
         source = self._exploit_source(state, member)
         if source is None:
@@ -94,8 +99,12 @@ class PBT(Algorithm):
         config = perturb(self.space, source.config, derive_rng(state.seed, "explore", member.id, clones),
                          self.factors, self.resample_probability)
         return Job(member.id, config, budget, 0, 0, False,
-                   f"ready at {at:g} in the bottom {self.quantile:g}: copies member {source.id}",
-                   source=source.id)
+                   f"ready at {at:g} in the bottom {self.quantile:g}{self._population_of(member)}: "
+                   f"copies member {source.id}", source=source.id)
+
+    def _population_of(self, member: Trial) -> str:
+        """Where a member competes, for reasons: the whole population here."""
+        return ""
 
     def _next_ready(self, state: State) -> Trial | None:
         """The ready member furthest behind (the oldest on ties); in generations, only once every

@@ -29,6 +29,8 @@ import os
 import re
 from pathlib import Path
 
+from .journal import fsync_directory
+
 DEFAULT_MAX_SIZE = 4 * 1024**3  # bytes of one checkpoint
 DEFAULT_MAX_UPLOADS = 64  # uploads in progress at once; each holds an open file
 MAX_READ = 64 * 1024 * 1024  # bytes of one `read`
@@ -89,7 +91,7 @@ class CheckpointStore:
         for folder in (self.directory, self._temporaries):
             if not folder.is_dir():
                 folder.mkdir(parents=True, exist_ok=True)
-                _fsync_directory(folder.parent)
+                fsync_directory(folder.parent)
         for entry in os.scandir(self._temporaries):
             if entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
@@ -203,7 +205,7 @@ class CheckpointStore:
                 os.unlink(current.temporary)
             else:
                 os.replace(current.temporary, final)
-                _fsync_directory(self.directory)
+                fsync_directory(self.directory)
         except OSError as exc:
             # A rename that may not be durable must not be journaled; the file goes, the next
             # upload of the checkpoint starts over.
@@ -279,7 +281,7 @@ class CheckpointStore:
         for key in removed:
             os.unlink(self.directory / key)
         if removed:
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         removed_set = set(removed)
         self._finished = {upload: key for upload, key in self._finished.items() if key not in removed_set}
         active = {current.temporary.name for current in self._uploads.values()}
@@ -317,11 +319,3 @@ def _check_key(key: str) -> str:
     if not isinstance(key, str) or not _KEY.fullmatch(key):
         raise CheckpointError(f"{key!r:.80} is not a checkpoint key")
     return key
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

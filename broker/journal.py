@@ -219,7 +219,7 @@ def _create(path: Path, study_id: str) -> None:
         pass
     finally:
         os.unlink(temporary)
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 def _creating(path: Path) -> Path:
@@ -331,7 +331,7 @@ def _keep_aside(path: Path, torn: bytes, offset: int) -> Path:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
     return aside
 
 
@@ -369,7 +369,8 @@ def _check_plain(value: Any) -> None:
             raise ValueError(f"record holds the integer {item}, but integers must fit 64 bits")
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or a new file in `directory` durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
