@@ -39,11 +39,18 @@ Readings, where the paper (and shared/papers/fire-pbt-notes.md) leaves a choice:
 - Fitness is recomputed for a whole sub-population whenever one of its members is ready, and the ready
   member's exploit choice (the top quantile of Phi, if it is in the bottom quantile) is fixed then. Phi
   needs at least two members for anyone to exploit (as in PBT's ranking of fewer than two).
+- `min_steps_before_eval` (optional, default 0): a member of Pi is eligible as a parent only once its
+  weights have trained `min_steps_before_eval[i]` steps, counted as its checkpoint step, which includes
+  the steps of whoever trained the weights before it copied them. The paper's purpose is to let P(i-1)
+  converge on its hyperparameters first, and the paper sets it per parent sub-population; one number
+  applies to each of P2 .. Pn, a list gives one value per sub-population in that order.
 - An evaluator whose parent or target loses an evolution event (or whose target finishes) is stopped at
   its current segment's end rather than at once: `StopTrial` ends a trial for good in rung's contract, and
   an evaluator trial lives on to be reassigned. It leaves Phi immediately.
 - A hand-off keeps the evaluator's checkpoint key and step in the target's `info["handoff"]`, since the
-  evaluator may be reassigned (and take another checkpoint) before the target is ready; a later success
+  evaluator may be reassigned (and take another checkpoint) before the target is ready, and for the same
+  reason how many entries of the evaluator's schedule stood then (the target's `lineage` goes through the
+  evaluator's parent as it was at the success, not through the one it evaluates now); a later success
   for the same target replaces an unclaimed one. Weights at `max_budget` are not handed off (nothing would
   be left to train); an evaluator at `max_budget` stops. A member with a hand-off waiting takes it at its
   next ready point instead of exploiting, whatever its rank.
@@ -53,6 +60,7 @@ Readings, where the paper (and shared/papers/fire-pbt-notes.md) leaves a choice:
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Mapping
 
 from . import fire_curves
@@ -72,10 +80,23 @@ def default_evaluators(subpopulations: int, size: int) -> int:
     return max(1, math.floor(0.75 * size * (subpopulations - 1) + 0.5))
 
 
+def steps_per_parent(name: str, value: Any, subpopulations: int) -> tuple[float, ...]:
+    """A setting in steps for each of P2 .. Pn, given as one number for all or as a list in that order."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * (subpopulations - 1)
+    if len(values) != subpopulations - 1 or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+            for v in values):
+        parents = "P2" if subpopulations == 2 else f"each of P2 .. P{subpopulations}"
+        raise ValueError(f"`{name}` is {value!r}, but must be a finite number >= 0, or a list of them "
+                         f"with one for {parents}")
+    return tuple(values)
+
+
 class FirePBT(PBT):
     def __init__(self, space: Space | Mapping[str, Any], subpopulations: int = 2, size: int = 8,
                  evaluators: int | None = None, ready: float = 1, max_budget: float = 100,
-                 max_eval_steps: float | None = None, p_stat: float = 0.01, quantile: float = 0.25,
+                 max_eval_steps: float | None = None, p_stat: float = 0.01,
+                 min_steps_before_eval: float | list[float] = 0, quantile: float = 0.25,
                  factors=(0.5, 0.8, 1.25, 2.0), resample_probability: float = 0.0, **settings):
         check_positive_int("subpopulations", subpopulations, minimum=2)
         check_positive_int("size", size, minimum=2)
@@ -95,6 +116,8 @@ class FirePBT(PBT):
         self.evaluators = evaluators
         self.max_eval_steps = max_eval_steps
         self.p_stat = p_stat
+        self.min_steps_before_eval = steps_per_parent("min_steps_before_eval", min_steps_before_eval,
+                                                      subpopulations)
 
     # ----------------------------------------------------------------------------------------------
     # Jobs (read-only).
@@ -126,7 +149,7 @@ class FirePBT(PBT):
         at = member.info["at"]
         handoff = member.info.get("handoff")
         if handoff is not None:
-            evaluator, _, start = handoff
+            evaluator, _, start, _ = handoff
             budget = self._segment_end(start)
             if not self._affordable(state, budget - start, None):
                 return None
@@ -186,6 +209,7 @@ class FirePBT(PBT):
         eligible = [t for t in members
                     if t.info["sub"] >= 2 and t.id not in assigned and not t.status.terminal
                     and t.checkpoint is not None and t.checkpoint_step < self.max_budget
+                    and t.checkpoint_step >= self.min_steps_before_eval[t.info["sub"] - 2]
                     and targets[t.info["sub"] - 1] is not None]
         if not eligible:
             return None
@@ -250,6 +274,13 @@ class FirePBT(PBT):
             case _:
                 super().apply(state, record)
         return state
+
+    def _entries_copied(self, state: State, clone: CloneTrial) -> int:
+        # A hand-off takes the evaluator's weights as they stood at its success, not its latest ones.
+        trial = state.trials[clone.trial]
+        if _is_handoff(trial, clone):
+            return trial.info["handoff"][3]
+        return super()._entries_copied(state, clone)
 
     def _fold_clone(self, state: State, decision: CloneTrial) -> None:
         # As the base class, but a hand-off starts from the step the evaluator's weights were kept at:
@@ -327,7 +358,8 @@ class FirePBT(PBT):
             verdict = fire_curves.evaluator_verdict(eta, child, trained, self.max_eval_steps, self.p_stat)
         if verdict == Verdict.SUCCESS and evaluator.checkpoint_step < self.max_budget \
                 and not target.status.terminal and evaluator.checkpoint is not None:
-            target.info["handoff"] = [evaluator.id, evaluator.checkpoint, evaluator.checkpoint_step]
+            target.info["handoff"] = [evaluator.id, evaluator.checkpoint, evaluator.checkpoint_step,
+                                      len(evaluator.info["schedule"])]
         elif verdict == Verdict.CONTINUE and evaluator.checkpoint_step >= self.max_budget:
             verdict = Verdict.STOP  # nothing left to train
         evaluator.info["verdict"] = str(verdict)

@@ -17,9 +17,13 @@ steps is complete; the study ends when every member is.
 
 A member that has never checkpointed is never a clone source, nor is one that has finished. Every member's schedule (from which
 step it trained with which hyperparameters, and whose weights it took) is kept in
-`trial.info["schedule"]` as [step, config, source] entries, so the best schedule can be read off and
-replayed from scratch. The random draws (whom to copy, how to perturb) come from generators derived
-from (seed, purpose, member, the member's clone count).
+`trial.info["schedule"]` as [step, config, source, seen] entries, so the best schedule can be read off
+and replayed from scratch (`lineage`). `source` and `seen` are None for a member's own segments; a clone
+names its source and how many entries of the source's schedule stood when the weights were copied.
+Steps alone cannot tell which entries produced the copied weights: a member's step goes back whenever it
+clones a member that is behind it, so its later entries may start below the step that was copied. The
+random draws (whom to copy, how to perturb) come from generators derived from (seed, purpose, member,
+the member's clone count).
 """
 
 from __future__ import annotations
@@ -143,14 +147,20 @@ class PBT(Algorithm):
             case CloneTrial(trial=tid, source=source, config=config):
                 trial = state.trials[tid]
                 trial.info["clones"] = trial.info.get("clones", 0) + 1
-                trial.info.setdefault("schedule", []).append([trial.checkpoint_step, dict(config), source])
+                trial.info.setdefault("schedule", []).append(
+                    [trial.checkpoint_step, dict(config), source, self._entries_copied(state, record)])
             case StartTrial(trial=tid) | PromoteTrial(trial=tid):
                 trial = state.trials[tid]
                 schedule = trial.info.setdefault("schedule", [])
                 start = trial.checkpoint_step if trial.checkpoint is not None else 0
                 if not schedule or schedule[-1][1] != trial.config or schedule[-1][0] > start:
-                    schedule.append([start, dict(trial.config), None])
+                    schedule.append([start, dict(trial.config), None, None])
         return state
+
+    def _entries_copied(self, state: State, clone: CloneTrial) -> int:
+        """How many entries of the source's schedule produced the weights `clone` takes: all of them, as
+        a clone takes the source's latest checkpoint."""
+        return len(state.trials[clone.source].info.get("schedule", []))
 
     def _attempt_ended(self, state: State, trial: Trial) -> None:
         progress = attempt_progress(trial)
@@ -173,17 +183,19 @@ def best_schedule(state: State, maximise: bool) -> list | None:
     if not finished:
         return None
     best = min(finished, key=lambda t: (t.info["score"], t.id))
-    return lineage(state, best.id, math.inf)
+    return lineage(state, best.id)
 
 
-def lineage(state: State, member: int, until: float) -> list:
+def lineage(state: State, member: int, until: float = math.inf, entries: int | None = None) -> list:
     """The hyperparameters that produced `member`'s weights before step `until`, oldest first, as
-    [step, config, member whose schedule it was]."""
-    entries = [e for e in state.trials[member].info.get("schedule", []) if e[0] < until]
-    clones = [i for i, (_, _, source) in enumerate(entries) if source is not None]
+    [step, config, member whose schedule it was], reading only the first `entries` entries of its
+    schedule (all by default): those that stood when the weights were copied."""
+    schedule = state.trials[member].info.get("schedule", [])[:entries]
+    clones = [i for i, entry in enumerate(schedule) if entry[2] is not None]
+    last = clones[-1] if clones else 0
+    own = [[step, config, member] for step, config, _, _ in schedule[last:] if step < until]
     if not clones:
-        return [[step, config, member] for step, config, _ in entries]
-    last = clones[-1]
-    step, _, source = entries[last]
-    # Before its last clone, the member's weights are the source's, up to the step it copied.
-    return lineage(state, source, step) + [[s, c, member] for s, c, _ in entries[last:]]
+        return own
+    step, _, source, seen = schedule[last]
+    # Before its last clone, the member's weights are the source's, as they stood when it copied them.
+    return lineage(state, source, step, seen) + own

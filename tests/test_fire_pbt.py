@@ -24,7 +24,9 @@ from rung.algorithms import (
 )
 from rung.algorithms.benchmarks import NoisyQuadratic
 from rung.algorithms.fire_pbt import default_evaluators, verdict_counts
+from rung.algorithms.pbt import best_schedule, lineage
 from rung.algorithms.simulate import Simulator
+from rung.study import Study
 
 LR = {"lr": loguniform(1e-3, 1.0)}
 READY = 10
@@ -101,7 +103,7 @@ def test_a_clearly_better_evaluator_hands_its_weights_to_the_target_which_keeps_
     # The evaluator starts level with the target's curve and climbs five times as fast: 8 wins in 8.
     done = segment(algorithm, state, 4, line(0.005, 0.05))
     assert state.trials[4].info["verdicts"] == {"success": 1}
-    assert state.trials[0].info["handoff"] == [4, "ckpt-4-1", 2 * READY]
+    assert state.trials[0].info["handoff"] == [4, "ckpt-4-1", 2 * READY, 1]
     # The evaluator moves on at once, to the parent that has gone longest unevaluated (3, not 2).
     [reassign] = done
     assert isinstance(reassign, CloneTrial)
@@ -119,8 +121,26 @@ def test_a_clearly_better_evaluator_hands_its_weights_to_the_target_which_keeps_
     member = state.trials[0].info
     assert (member["handoffs"], member["losses"], member["from"], "handoff" in member) == (
         1, 0, [3, 2 * READY], False)
-    assert member["schedule"][-1] == [2 * READY, state.trials[0].config, 4]
+    assert member["schedule"][-1] == [2 * READY, state.trials[0].config, 4, 1]
     assert state.trials[0].checkpoint_step == 2 * READY
+
+
+def test_a_handed_off_schedule_runs_through_the_parent_the_evaluator_had_at_its_success():
+    algorithm = fire()
+    state, _ = first_segments(algorithm)
+    parent = dict(state.trials[2].config)
+    target = dict(state.trials[0].config)
+    segment(algorithm, state, 4, line(0.005, 0.05))  # success from member 2's weights
+    assert state.trials[4].info["parent"] == 3  # reassigned before the target takes the hand-off
+    segment(algorithm, state, 4, [0.001] * READY)  # and trains on from member 3's weights
+    [handoff] = segment(algorithm, state, 0, line(0.11, 0.01))
+    assert (handoff.trial, handoff.source) == (0, 4)
+    # Member 2's weights trained to step 10 with its own rate, then by the evaluator with the target's
+    # rate to step 20, then by the target; member 3 has no part in them.
+    assert lineage(state, 0) == [[0, parent, 2], [READY, target, 4], [2 * READY, target, 0]]
+    assert best_schedule(state, maximise=True) == lineage(state, 0)
+    restored = algorithm.load_state(msgpack.unpackb(msgpack.packb(state.to_data())))
+    assert lineage(restored, 0) == lineage(state, 0)
 
 
 def test_a_losing_evaluator_stops_and_is_reassigned():
@@ -156,6 +176,34 @@ def test_an_evaluator_whose_target_loses_an_evolution_event_is_stopped_at_its_se
     assert "handoff" not in state.trials[0].info
 
 
+def test_a_parent_is_evaluated_only_once_its_weights_have_trained_min_steps_before_eval():
+    algorithm = fire(min_steps_before_eval=2 * READY)
+    state, decisions = first_segments(algorithm)
+    # At step 10 neither parent is eligible: the fifth worker stays idle and no evaluator exists.
+    assert [type(d) for d in decisions[2] + decisions[3]] == [PromoteTrial, PromoteTrial]
+    assert len(state.trials) == 4 and len(state.idle) == 1
+    # Member 2's checkpoint at step 20 makes it eligible at once, before its segment has even ended.
+    evaluator, promote = segment(algorithm, state, 2, line(0.12, 0.01))
+    assert isinstance(evaluator, CloneTrial)
+    assert (evaluator.trial, evaluator.source, evaluator.checkpoint) == (4, 2, "ckpt-2-2")
+    assert state.trials[4].info["start"] == 2 * READY
+    assert isinstance(promote, PromoteTrial) and promote.trial == 2
+
+
+@pytest.mark.parametrize(
+    "line_, expected",
+    [("", (0, 0)), ("min_steps_before_eval = 20", (20, 20)),
+     ("min_steps_before_eval = [0, 2.5]", (0, 2.5))],
+    ids=["default", "one for all", "one per parent"],
+)
+def test_min_steps_before_eval_comes_from_a_study_file(tmp_path, line_, expected):
+    # Three sub-populations: P2 and P3 are parents.
+    path = tmp_path / "study.toml"
+    path.write_text(f'trainable = "examples.digits_mlp:train"\n[algorithm]\nname = "fire-pbt"\n'
+                    f'subpopulations = 3\n{line_}\n[space]\nlr = ["loguniform", 1e-3, 1.0]\n')
+    assert Study.load(path).build().min_steps_before_eval == expected
+
+
 @pytest.mark.parametrize("subpopulations, size, expected",
                          [(2, 8, 6), (3, 8, 12), (4, 8, 18), (2, 4, 3), (2, 2, 2)],
                          ids=["22 workers", "36 workers", "50 workers", "2x4", "half rounds up"])
@@ -173,8 +221,19 @@ def test_three_quarters_of_the_parents_are_evaluators(subpopulations, size, expe
         ({"evaluators": 0}, "`evaluators` is 0, but must be an int >= 1"),
         ({"max_eval_steps": 0}, "`max_eval_steps` is 0, but must be a finite number > 0"),
         ({"p_stat": 1.5}, "`p_stat` is 1.5, but must be in (0, 1)"),
+        ({"min_steps_before_eval": -1}, "`min_steps_before_eval` is -1, but must be a finite number "
+                                        ">= 0, or a list of them with one for P2"),
+        ({"min_steps_before_eval": "100"}, "`min_steps_before_eval` is '100', but must be a finite "
+                                           "number >= 0, or a list of them with one for P2"),
+        ({"subpopulations": 3, "min_steps_before_eval": [100]},
+         "`min_steps_before_eval` is [100], but must be a finite number >= 0, or a list of them with "
+         "one for each of P2 .. P3"),
+        ({"subpopulations": 3, "min_steps_before_eval": [0, None]},
+         "`min_steps_before_eval` is [0, None], but must be a finite number >= 0, or a list of them "
+         "with one for each of P2 .. P3"),
     ],
-    ids=["subpopulations", "size", "evaluators", "max_eval_steps", "p_stat"],
+    ids=["subpopulations", "size", "evaluators", "max_eval_steps", "p_stat", "min_steps negative",
+         "min_steps not a number", "min_steps too few", "min_steps one not a number"],
 )
 def test_bad_fire_settings_are_refused(settings_, message):
     with pytest.raises(ValueError) as error:
@@ -193,7 +252,7 @@ def test_a_simulated_study_on_the_noisy_quadratic_finishes_and_records_schedules
     assert all(t.status == TrialStatus.COMPLETED and t.checkpoint_step == 1000 for t in members)
     for member in members:
         schedule = member.info["schedule"]
-        assert schedule[0][0] == 0 and all(0 <= s < 1000 and "lr" in c for s, c, _ in schedule)
+        assert schedule[0][0] == 0 and all(0 <= s < 1000 and "lr" in c for s, c, _, _ in schedule)
     counts = verdict_counts(result.state)
     assert counts.get("success", 0) >= 1 and counts.get("stop", 0) >= 1
     assert sum(t.info.get("handoffs", 0) for t in members) >= 1

@@ -82,9 +82,39 @@ def test_exploit_and_explore_are_one_step_and_the_loser_resumes_from_the_winner(
     assert isinstance(clone, CloneTrial)
     assert (clone.trial, clone.source, clone.checkpoint, clone.budget) == (1, 0, "ckpt-0", 4)
     assert clone.config["lr"] in (state.trials[0].config["lr"] * 0.8, state.trials[0].config["lr"] * 1.2)
-    assert state.trials[1].info["schedule"][-1] == [2, dict(clone.config), 0]
+    assert state.trials[1].info["schedule"][-1] == [2, dict(clone.config), 0, 1]
     assert lineage(state, 1, 4) == [[0, state.trials[0].info["schedule"][0][1], 0],
                                     [2, dict(clone.config), 1]]
+
+
+def test_a_lineage_follows_the_source_as_it_was_when_copied_not_as_it_is_now():
+    pbt = PBT({"lr": loguniform(1e-4, 1.0)}, population=3, ready=2, max_budget=10, metric="loss")
+    state = pbt.initial_state(0)
+    for worker in "abc":
+        step(pbt, state, WorkerJoined(worker))
+
+    def segment(tid, loss):
+        trial = state.trials[tid]
+        step(pbt, state, ResultReported(tid, trial.attempt, trial.budget, {"loss": loss}))
+        step(pbt, state, CheckpointStored(tid, trial.attempt, trial.budget, f"ckpt-{tid}-{trial.budget}"))
+        return step(pbt, state, AttemptFinished(tid, trial.attempt))
+
+    first = {tid: dict(state.trials[tid].config) for tid in range(3)}
+    assert [type(d) for d in segment(0, 0.1)] == [PromoteTrial]
+    [clone] = segment(1, 0.5)  # 1 copies 0 at step 2
+    assert (clone.trial, clone.source, clone.checkpoint) == (1, 0, "ckpt-0-2")
+    assert [type(d) for d in segment(0, 0.05) + segment(0, 0.04)] == [PromoteTrial, PromoteTrial]
+    [clone] = segment(2, 0.9)  # 2 copies 0 at step 6
+    assert (clone.trial, clone.source, clone.checkpoint) == (2, 0, "ckpt-0-6")
+    copied_by_2 = dict(clone.config)
+    # Then 0 falls to the bottom and copies 1, which has not checkpointed since it copied 0 at step 2:
+    # 0 goes back from step 8 to step 2, and its schedule now holds a clone below the step 2 copied.
+    [clone] = segment(0, 5.0)
+    assert (clone.trial, clone.source, clone.checkpoint, state.trials[0].checkpoint_step) == (
+        0, 1, "ckpt-0-2", 2)
+    assert lineage(state, 2) == [[0, first[0], 0], [6, copied_by_2, 2]]
+    # 0's weights at step 2 are its own first segment's, passed through 1 and back.
+    assert lineage(state, 0) == [[0, first[0], 0], [2, dict(clone.config), 0]]
 
 
 SPACE = Space({"lr": loguniform(1e-5, 1.0), "wd": uniform(0.0, 0.1, q=0.01), "width": randint(8, 64),
