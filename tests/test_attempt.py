@@ -14,7 +14,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from rung.worker.attempt import Attempt, AttemptSpec, Exited, Reported, Saved
+from rung.worker.attempt import (Attempt, AttemptSpec, Exited, Interpreter, Reported, Saved,
+                                 function_environment)
 
 ROOT = Path(__file__).resolve().parent.parent
 LINES = [sys.executable, str(ROOT / "tests" / "trainables" / "lines.py")]
@@ -32,12 +33,12 @@ def start(tmp_path):
     attempts = []
 
     def start(trainable, *, attempt=1, config=None, budget=3, checkpoint=None, checkpoint_step=0,
-              env=None):
+              env=None, interpreter=None):
         spec = AttemptSpec(trial=7, attempt=attempt, trainable=trainable, config=config or {},
                            budget=budget, checkpoint=checkpoint, checkpoint_step=checkpoint_step)
         running = Attempt(spec, tmp_path / f"attempt-{len(attempts) + 1}", env or {})
         attempts.append(running)
-        running.start()
+        running.start(interpreter)
         return running
 
     yield start
@@ -306,3 +307,56 @@ def test_a_trainable_that_is_neither_a_function_name_nor_a_command_line_is_refus
 
     with pytest.raises(ValueError, match="must be 'package.module:function' or a command line"):
         Attempt(spec, tmp_path, {})
+
+
+def prepared(tmp_path, env=None):
+    """An interpreter started ahead, as a worker keeps one, once it has started up."""
+    interpreter = Interpreter(function_environment(env or {}), open(tmp_path / "interpreters.log", "ab"))
+    readable, _, _ = select.select([interpreter.channel], [], [], 10)  # its "ready" frame
+    assert readable, "the interpreter never started up"
+    return interpreter
+
+
+def test_an_interpreter_started_ahead_runs_the_attempt_and_starts_it_within_milliseconds(start, tmp_path):
+    interpreter = prepared(tmp_path)
+    began = time.monotonic()
+    attempt = start("tests.trainables.toy:counts", budget=1, interpreter=interpreter)
+    messages = collect(attempt, until=Reported)
+    first_report = time.monotonic() - began
+
+    assert attempt.pid == interpreter.process.pid
+    assert messages[0] == Reported(1.0, {"counter": 1.0, "loss": 1.0})
+    # A fresh interpreter takes tens of milliseconds to import rung; one started ahead is already past
+    # that. Generous, as the machine is shared: the point is that no start-up is paid here.
+    assert first_report < 0.5
+    assert collect(attempt)[-1] == Exited("finished", "returned")
+    assert b"toy:counts" in attempt.log_path.read_bytes()
+
+
+def test_an_interpreter_with_another_environment_is_discarded_and_the_attempt_pinned_as_asked(start, tmp_path):
+    interpreter = prepared(tmp_path, env={"CUDA_VISIBLE_DEVICES": "1"})
+    attempt = start("tests.trainables.toy:reports_env", env={"CUDA_VISIBLE_DEVICES": "3"},
+                    interpreter=interpreter)
+
+    assert collect(attempt)[0] == Reported(1.0, {"cuda": 3.0})
+    assert attempt.pid != interpreter.process.pid
+    assert interpreter.process.returncode is not None  # reaped, not left behind
+
+
+def test_an_interpreter_that_died_waiting_is_replaced(start, tmp_path):
+    interpreter = prepared(tmp_path)
+    os.kill(interpreter.process.pid, 9)
+    interpreter.process.wait()
+    attempt = start("tests.trainables.toy:returns", interpreter=interpreter)
+
+    assert collect(attempt)[-1] == Exited("finished", "returned")
+    assert attempt.pid != interpreter.process.pid
+
+
+def test_a_discarded_interpreter_exits_and_runs_nothing(tmp_path):
+    interpreter = prepared(tmp_path)
+    pid = interpreter.process.pid
+    interpreter.discard()
+
+    assert is_gone(pid) and interpreter.process.returncode is not None
+    assert b"Traceback" not in (tmp_path / "interpreters.log").read_bytes()

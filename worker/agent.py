@@ -3,7 +3,8 @@
 Theory of operation. One loop polls the DEALER socket and the running attempt's descriptor together:
 
 - Broker messages: `welcome` (resend every message not yet acknowledged), `run` (fetch the checkpoint
-  if there is one, then start the attempt in a child process with the accelerator pinned), `stop`,
+  if there is one, then start the attempt in a child process with the accelerator pinned; for a
+  Python function, in the interpreter started while the previous attempt trained), `stop`,
   `ack` (forget what the broker has journaled), `rejoin` (say hello again), `shutdown`.
 - Attempt messages: each report becomes a `result`, each checkpoint an upload, the end an `ended`.
   Every one of them carries the attempt's next seq and stays in the outbox until acknowledged, so a
@@ -33,7 +34,7 @@ import zmq
 from rung import protocol as p
 from rung.keys import secure_worker
 
-from .attempt import Attempt, AttemptSpec, Exited, Reported, Saved
+from .attempt import Attempt, AttemptSpec, Exited, Interpreter, Reported, Saved, function_environment
 
 CHUNK = 1 << 20
 
@@ -87,6 +88,7 @@ class Worker:
         self.outbox: list[_Outgoing] = []
         self.seqs: dict[tuple[int, int], int] = {}
         self.attempt: Attempt | None = None
+        self.spare: Interpreter | None = None  # the next function attempt's interpreter, started early
         self.current: p.Run | None = None
         self.failure: str | None = None  # why this worker is ending the attempt itself
         self.fetch: _Fetch | None = None
@@ -107,6 +109,8 @@ class Worker:
         finally:
             if self.attempt is not None:
                 self.attempt.close()
+            if self.spare is not None:
+                self.spare.discard()
             if self._sock is not None:
                 self._sock.close(linger=500)
         return self.shutdown_reason
@@ -237,7 +241,16 @@ class Worker:
         spec = AttemptSpec(run.trial, run.attempt, run.trainable, dict(run.config), run.budget,
                            checkpoint, run.checkpoint_step)
         self.attempt = Attempt(spec, self._folder(run.trial, run.attempt), self.env)
-        self.attempt.start()
+        if not isinstance(run.trainable, str):
+            self.attempt.start()
+            return
+        spare, self.spare = self.spare, None
+        self.attempt.start(spare)
+        try:
+            with open(self.workdir / "interpreters.log", "ab") as output:
+                self.spare = Interpreter(function_environment(self.env), output)
+        except OSError as error:  # the next attempt will start its own, and say why if it cannot
+            self._say(f"cannot start an interpreter ahead of the next attempt: {error}")
 
     def _stop(self, trial: int, attempt: int) -> None:
         current = self.current

@@ -23,8 +23,11 @@ wakes the loop only when it closes the pipes; `poll()` still finds it whenever i
 Where the pipes lead:
 - A Python function trainable ("package.module:function") runs in `python -m rung.worker.child` (see
   that module for its frames) with the worker's sys.path as PYTHONPATH and the worker's working
-  directory, so whatever the worker can import, the child can. Its stdout and stderr go straight to
-  `log_path`; the channel is a pipe of its own, so printing cannot corrupt it.
+  directory, so whatever the worker can import, the child can. The child is usually started before
+  its attempt (an `Interpreter`, which the worker starts while the previous attempt trains), so an
+  attempt does not wait for an interpreter to start up; only rung's own modules are imported ahead,
+  the trainable's module when the attempt begins. Its stdout and stderr go to `log_path`; the channel
+  is a pipe of its own, so printing cannot corrupt it.
 - A command line runs as it is, with the protocol below; rung reads its stdout and stderr, writes to
   `log_path` whatever is not protocol, and keeps the last stderr line for the failure reason.
 - Every child gets the worker's environment, overlaid with the `env` given to the attempt (accelerator
@@ -140,6 +143,77 @@ class _Announced:
     name: str
 
 
+class Interpreter:
+    """A `python -m rung.worker.child` started ahead of its attempt, in a session of its own, waiting
+    for the attempt's spec on stdin. Starting one costs tens of milliseconds of interpreter start-up and
+    imports, so a worker starts the next while the current attempt trains; `Attempt.start` takes it
+    over. Until then its stdout and stderr go to `output` (the worker's interpreter log, where a failed
+    start-up is told); once it has its spec, to the attempt's log."""
+
+    def __init__(self, env: dict[str, str], output: BinaryIO):
+        read_end, write_end = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "rung.worker.child", str(write_end), str(os.getpid())],
+                stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT,
+                pass_fds=(write_end,), start_new_session=True, env=env)
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)  # the child's copy is the only one: its exit closes the pipe
+        self.env = env
+        # The read end of the child's channel, readable once the child has started up (it sends
+        # "ready"); None once `take_channel` has handed it over.
+        self.channel: int | None = read_end
+
+    def ready(self) -> bool:
+        """Still waiting for an attempt (it has not died, nor been handed one)."""
+        return self.channel is not None and self.process.poll() is None
+
+    def take_channel(self) -> int:
+        """The channel, which the caller now owns."""
+        channel, self.channel = self.channel, None
+        return channel
+
+    def begin(self, spec: dict[str, Any]) -> None:
+        """Hand over the attempt. A child that died meanwhile makes this a no-op: its exit tells."""
+        try:
+            self.process.stdin.write(msgpack.packb(spec, use_bin_type=True))
+            self.process.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    def discard(self) -> None:
+        """End an interpreter that will get no attempt: end of file on stdin makes it exit, and its
+        group is killed should it be stuck; it is reaped here."""
+        try:
+            self.process.stdin.close()
+        except BrokenPipeError:
+            pass
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.process.wait()
+        if self.channel is not None:
+            os.close(self.channel)
+            self.channel = None
+
+
+def function_environment(overlay: Mapping[str, str]) -> dict[str, str]:
+    """The environment a function trainable's child runs in, given the worker's `overlay` (device
+    pinning): what decides whether a prepared `Interpreter` fits an attempt."""
+    return {**_base_environment(overlay), "PYTHONPATH": _python_path(overlay.get("PYTHONPATH"))}
+
+
+def _base_environment(overlay: Mapping[str, str]) -> dict[str, str]:
+    env = {**os.environ, **overlay}
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
 class Attempt:
     """One attempt of one trial, run in a child process. Call `start`, then `poll` whenever `fileno`
     is readable (and by `deadline`) until it returns `Exited`; then `close`."""
@@ -170,8 +244,10 @@ class Attempt:
 
     # -- the interface used by the worker's loop
 
-    def start(self) -> None:
-        """Spawn the child. A child that cannot be spawned shows up as an `Exited` from `poll()`."""
+    def start(self, interpreter: Interpreter | None = None) -> None:
+        """Spawn the child, or for a function trainable hand the attempt to `interpreter` (which this
+        takes over: it is used if its environment matches and it is alive, else discarded). A child
+        that cannot be spawned shows up as an `Exited` from `poll()`."""
         if self._process is not None or self._wakeup is not None:
             raise RuntimeError("attempt already started")
         self._checkpoints.mkdir(parents=True, exist_ok=True)
@@ -179,10 +255,12 @@ class Attempt:
         self._note(f"trial {self.spec.trial} attempt {self.spec.attempt}: {self.spec.trainable}")
         self._last_progress = time.monotonic()
         if self._stopped:
+            if interpreter is not None:
+                interpreter.discard()
             return self._never_started("stopped before it started")
         try:
             if isinstance(self.spec.trainable, str):
-                self._start_function()
+                self._start_function(interpreter)
             else:
                 self._start_command()
         except OSError as error:
@@ -263,28 +341,22 @@ class Attempt:
 
     # -- spawning
 
-    def _start_function(self) -> None:
+    def _start_function(self, interpreter: Interpreter | None) -> None:
         spec = self.spec
-        spec_path = self.workdir / "spec.msgpack"
-        spec_path.write_bytes(msgpack.packb({
+        env = function_environment(self._env)
+        if interpreter is not None and not (interpreter.env == env and interpreter.ready()):
+            interpreter.discard()
+            interpreter = None
+        if interpreter is None:
+            interpreter = Interpreter(env, self._log)
+        self._process = interpreter.process
+        self._watch(interpreter.take_channel(), self._on_frames)
+        interpreter.begin({
             "trial": spec.trial, "attempt": spec.attempt, "trainable": spec.trainable,
             "config": spec.config, "budget": spec.budget, "checkpoint_step": spec.checkpoint_step,
             "checkpoint": None if spec.checkpoint is None else str(spec.checkpoint),
-            "directory": str(self._checkpoints), "parent": os.getpid(),
-        }, use_bin_type=True))
-        env = self._environment({"PYTHONPATH": _python_path(self._env.get("PYTHONPATH"))})
-        read_end, write_end = os.pipe()
-        try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "rung.worker.child", str(spec_path), str(write_end)],
-                stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                pass_fds=(write_end,), start_new_session=True, env=env)
-        except BaseException:
-            os.close(read_end)
-            raise
-        finally:
-            os.close(write_end)  # the child's copy is the only one: its exit closes the pipe
-        self._watch(read_end, self._on_frames)
+            "directory": str(self._checkpoints), "log": str(self.log_path),
+        })
 
     def _start_command(self) -> None:
         spec = self.spec
@@ -313,10 +385,7 @@ class Attempt:
         self._watch(pipes[1][0], self._on_stderr)
 
     def _environment(self, extra: dict[str, str]) -> dict[str, str]:
-        env = {**os.environ, **self._env}
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        env.update(extra)
-        return env
+        return {**_base_environment(self._env), **extra}
 
     def _watch(self, fd: int, reader: Callable[[bytes], list[Message]]) -> None:
         os.set_blocking(fd, False)
@@ -365,6 +434,8 @@ class Attempt:
             case {"t": "saved", "step": float(step), "path": str(path)} if (
                     Path(path).parent == self._checkpoints):
                 return Saved(step, Path(path))
+            case {"t": "ready"}:
+                pass
             case {"t": "done"}:
                 self._verdict = self._verdict or (FINISHED, "returned")
             case {"t": "error", "reason": str(reason)}:

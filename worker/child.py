@@ -1,19 +1,24 @@
 """The child process that runs one attempt of a Python function trainable.
 
-Started by `rung.worker.attempt.Attempt` as `python -m rung.worker.child SPEC FD`, in its own process
-group, with stdout and stderr going to the attempt's log: they belong to the user's code. SPEC is a
-msgpack file describing the attempt; FD is the write end of a pipe, the channel to the worker, on
-which the child sends frames:
+Started by `rung.worker.attempt.Interpreter` as `python -m rung.worker.child FD PARENT`, in its own
+process group, usually before its attempt exists: starting an interpreter and importing this module
+costs tens of milliseconds, which a worker pays while the previous attempt trains. The child then waits
+for its attempt on stdin: a msgpack map (the spec), then end of file. It points its stdout and stderr
+at the attempt's log, named in the spec (they belong to the user's code), makes /dev/null its stdin,
+and runs the trainable. FD is the write end of a pipe, the channel to the worker, on which the child
+sends frames:
 
     frame = payload length u32 big-endian | payload (msgpack map)
 
+    {"t": "ready"}                                    started up, waiting for the spec (the first frame)
     {"t": "report", "step": float, "metrics": {name: float}}
     {"t": "saved", "step": float, "path": str}        a complete checkpoint file, ready to upload
     {"t": "done"}                                     the function returned
     {"t": "error", "reason": "Type: message"}         it raised; the traceback is in the log
 
 "done" and "error" are the last frames. A child that dies without sending either (os._exit, a signal,
-the out-of-memory killer) is described by the worker from its exit status.
+the out-of-memory killer) is described by the worker from its exit status. A child whose stdin ends
+without a spec (its worker discarded it) exits at once with status 0, having run nothing.
 """
 
 from __future__ import annotations
@@ -76,14 +81,19 @@ def describe(error: BaseException) -> str:
 
 
 def main(argv: list[str]) -> int:
-    spec_path, fd = Path(argv[0]), int(argv[1])
+    fd, parent = int(argv[0]), int(argv[1])
     # Keep the channel out of whatever the user's code spawns: a grandchild holding it open would
     # hide this process's exit from the worker.
     os.set_inheritable(fd, False)
     sys.argv = sys.argv[:1]  # the user's code may parse sys.argv; ours mean nothing to it
-    spec = msgpack.unpackb(spec_path.read_bytes(), raw=False)
-    _die_with_parent(spec["parent"])
+    _die_with_parent(parent)
     channel = Channel(fd)
+    channel.send({"t": "ready"})
+    spec_bytes = sys.stdin.buffer.read()
+    if not spec_bytes:
+        return 0
+    spec = msgpack.unpackb(spec_bytes, raw=False)
+    _redirect(spec["log"])
     try:
         trial = _make_trial(spec, channel)
         function = _load(spec["trainable"])
@@ -98,6 +108,17 @@ def main(argv: list[str]) -> int:
         return 1
     channel.send({"t": "done"})
     return 0
+
+
+def _redirect(log: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    empty = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    for source, target in ((empty, 0), (out, 1), (out, 2)):
+        os.dup2(source, target)  # dup2 leaves 0, 1 and 2 inheritable: the user's subprocesses get them
+    os.close(out)
+    os.close(empty)
 
 
 def _load(name: str) -> Callable[[Trial], Any]:
