@@ -7,6 +7,7 @@ the frozen value. A step's record is `[event, [decision, ...]]`.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import fields
 from typing import Any
 
@@ -32,13 +33,20 @@ _NAMES = {cls: name for name, cls in _KINDS.items()}
 _FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in _KINDS.values()}
 
 
+# Every field at once (a C call: records are written for every result), and where the mappings are,
+# which may be read-only views in the values but must be plain dicts in the data.
+_GETTERS = {cls: operator.attrgetter(*names) for cls, names in _FIELDS.items() if len(names) > 1}
+_MAPS = {cls: [i + 1 for i, name in enumerate(names) if name in ("metrics", "config")]
+         for cls, names in _FIELDS.items()}
+
+
 def to_data(value) -> list:
     cls = type(value)
-    values = []
-    for name in _FIELDS[cls]:
-        item = getattr(value, name)
-        values.append(dict(item) if name in ("metrics", "config") else item)
-    return [_NAMES[cls], *values]
+    getter = _GETTERS.get(cls)
+    data = [_NAMES[cls], *getter(value)] if getter else [_NAMES[cls], getattr(value, _FIELDS[cls][0])]
+    for i in _MAPS[cls]:
+        data[i] = dict(data[i])
+    return data
 
 
 def from_data(data: Any):

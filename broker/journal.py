@@ -44,6 +44,7 @@ MAX_RECORD = 64 * 1024 * 1024  # bytes of one payload; a longer length field is 
 _VERSION = struct.Struct(">H")
 _FRAME = struct.Struct(">II")  # payload length, CRC-32 of the payload
 _PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
+_EXACT_SCALARS = frozenset({type(None), bool, float, str, bytes})  # int has a range to check
 _INT_RANGE = (-(2**63), 2**64 - 1)  # what msgpack can encode
 _SCAN_BLOCK = 1 << 16  # offsets examined at once when looking for a valid frame past a bad one
 
@@ -352,10 +353,14 @@ def _refuse_ext(code: int, data: bytes):
 def _check_plain(value: Any) -> None:
     """Raise ValueError unless `value` is plain data that msgpack encodes and decodes to itself."""
     # Iterative, so that nesting as deep as msgpack allows cannot exhaust Python's recursion limit.
+    # Exact types first: every record the broker writes goes through here.
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, (list, tuple)):
+        kind = type(item)
+        if kind in _EXACT_SCALARS:
+            continue
+        if kind is list or kind is tuple or (kind is not dict and isinstance(item, (list, tuple))):
             stack.extend(item)
         elif isinstance(item, dict):
             for key, member in item.items():
@@ -363,7 +368,7 @@ def _check_plain(value: Any) -> None:
                     raise ValueError(f"record holds a map key {key!r:.80}, but map keys must be strings")
                 stack.append(member)
         elif not isinstance(item, _PLAIN_SCALARS):
-            raise ValueError(f"record holds a {type(item).__name__}, but records hold only None, bool, "
+            raise ValueError(f"record holds a {kind.__name__}, but records hold only None, bool, "
                              "int, float, str, bytes, lists and maps with string keys")
         elif isinstance(item, int) and not _INT_RANGE[0] <= item <= _INT_RANGE[1]:
             raise ValueError(f"record holds the integer {item}, but integers must fit 64 bits")

@@ -44,14 +44,17 @@ class ProtocolError(Exception):
 
 # Field checks: each returns the (possibly normalised) value or raises ProtocolError.
 
+# msgpack decodes to exactly these types, never to subclasses, so `type(...) is` checks suffice, and
+# they keep bool (whose type is bool) out of the ints and numbers; they are also the decoder's hot path.
+
 def _int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if type(value) is not int or value < 0:
         raise ProtocolError(f"`{name}` must be an int >= 0, got {_show(value)}")
     return value
 
 
 def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if type(value) is not float and type(value) is not int:
         raise ProtocolError(f"`{name}` must be a number, got {_show(value)}")
     return value
 
@@ -63,7 +66,7 @@ def _finite(name: str, value: Any) -> float:
 
 
 def _str(name: str, value: Any) -> str:
-    if not isinstance(value, str):
+    if type(value) is not str:
         raise ProtocolError(f"`{name}` must be a str, got {_show(value)}")
     return value
 
@@ -163,6 +166,9 @@ _NAMES = {
 }
 _TYPES = {name: cls for cls, name in _NAMES.items()}
 _WITH_DATA = (m.CheckpointChunk, m.Chunk)  # their `data` travels as a third frame
+# What the payload map carries: every field but the bytes that travel as a third frame.
+_BODY_CHECKS = {cls: [(name, check) for name, check in checks.items()
+                      if not (name == "data" and cls in _WITH_DATA)] for cls, checks in _CHECKS.items()}
 assert set(_CHECKS) == set(_NAMES)
 assert all(set(_CHECKS[cls]) == {f.name for f in fields(cls)} for cls in _CHECKS)
 
@@ -172,9 +178,8 @@ def encode(message) -> list[bytes]:
     if cls not in _NAMES:
         raise TypeError(f"not a protocol message: {message!r:.200}")
     body = {"t": _NAMES[cls], "v": MINOR}
-    for name in _CHECKS[cls]:
-        if name != "data" or cls not in _WITH_DATA:
-            body[name] = getattr(message, name)
+    for name, _ in _BODY_CHECKS[cls]:
+        body[name] = getattr(message, name)
     frames = [HEADER, msgpack.packb(body, use_bin_type=True)]
     if cls in _WITH_DATA:
         frames.append(bytes(message.data))
@@ -195,18 +200,17 @@ def decode(frames: list) -> Any:
         raise ProtocolError(f"unknown message type {_show(body.get('t'))}")
     _int("v", body.get("v"))
     values = {}
-    for name, check in _CHECKS[cls].items():
-        if name == "data" and cls in _WITH_DATA:
-            if len(frames) != 3:
-                raise ProtocolError(f"{_NAMES[cls]} must carry its bytes in a third frame")
-            if len(frames[2]) > MAX_DATA:
-                raise ProtocolError(f"chunk of {len(frames[2])} bytes exceeds {MAX_DATA}")
-            values[name] = frames[2]
-            continue
+    for name, check in _BODY_CHECKS[cls]:
         if name not in body:
             raise ProtocolError(f"{_NAMES[cls]} lacks `{name}`")
         values[name] = check(name, body[name])
-    if cls not in _WITH_DATA and len(frames) == 3:
+    if cls in _WITH_DATA:
+        if len(frames) != 3:
+            raise ProtocolError(f"{_NAMES[cls]} must carry its bytes in a third frame")
+        if len(frames[2]) > MAX_DATA:
+            raise ProtocolError(f"chunk of {len(frames[2])} bytes exceeds {MAX_DATA}")
+        values["data"] = frames[2]
+    elif len(frames) == 3:
         raise ProtocolError(f"{_NAMES[cls]} carries an unexpected third frame")
     return cls(**values)
 
@@ -240,28 +244,31 @@ def _unpack(payload: bytes) -> dict:
         raise
     except Exception as error:  # msgpack raises many types for malformed input
         raise ProtocolError(f"payload is not valid msgpack: {type(error).__name__}") from None
-    _walk(body, 0)
-    if not isinstance(body, dict):
+    if type(body) is not dict:
         raise ProtocolError(f"payload must be a map, got {_show(body)}")
+    _walk(body, 0)
     return body
 
 
 def _walk(value: Any, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise ProtocolError(f"payload nests deeper than {MAX_DEPTH}")
-    if value is None or isinstance(value, (bool, int, float, str, bytes)):
-        return
-    if isinstance(value, list):
-        for item in value:
-            _walk(item, depth + 1)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
+    kind = type(value)
+    if kind is dict:
+        for key in value:
+            if type(key) is not str:
                 raise ProtocolError(f"map keys must be str, got {_show(key)}")
+        items = value.values()
+    elif kind is list:
+        items = value
+    else:
+        raise ProtocolError(f"payload holds a {kind.__name__}")
+    if items and depth >= MAX_DEPTH:
+        raise ProtocolError(f"payload nests deeper than {MAX_DEPTH}")
+    for item in items:
+        if type(item) not in _SCALARS:
             _walk(item, depth + 1)
-        return
-    raise ProtocolError(f"payload holds a {type(value).__name__}")
+
+
+_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 
 
 def _show(value: Any) -> str:
