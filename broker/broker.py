@@ -195,6 +195,7 @@ class Broker:
         self.outbox: list[tuple[bytes, list[bytes]]] = []
         self.acks: dict[tuple[bytes, int, int], int] = {}
         self.bad: dict[bytes, int] = {}
+        self.resend_asked: dict[str, float] = {}  # worker -> when it was last asked to send again
         self._collected_at = time.monotonic()
         records = self.journal.records
         if not records:
@@ -342,14 +343,28 @@ class Broker:
         if not self._owns(route, message):
             return
         key = (message.trial, message.attempt)
-        if message.seq > self.seqs.get(key, 0):
+        # An attempt this broker ran counts from seq 1. One it inherited from the journal (which
+        # keeps no seqs) counts from the first message it gets: a worker sends nothing after a hello
+        # before the welcome, and then its whole outbox, oldest first.
+        last = self.seqs.get(key, message.seq - 1)
+        if message.seq > last + 1:
+            self._ask_resend(route, message.worker, time.monotonic())
+            return
+        if message.seq == last + 1:
             event = self._event(route, message)
-            if event is None:
-                return
-            self._step(event, time.monotonic())
+            if event is not None:  # else a refused checkpoint: the worker has its error, and it is passed over
+                self._step(event, time.monotonic())
             self.seqs[key] = message.seq
         ack = (route, message.trial, message.attempt)
-        self.acks[ack] = max(self.acks.get(ack, 0), message.seq)
+        self.acks[ack] = max(self.acks.get(ack, 0), self.seqs[key])
+
+    def _ask_resend(self, route: bytes, worker: str, now: float) -> None:
+        """Messages before this one never came (queued on a connection that dropped): nothing is taken
+        out of order, and a hello, once per liveness window, makes the worker send everything not
+        acknowledged again, in order."""
+        if now - self.resend_asked.get(worker, -math.inf) >= self.liveness:
+            self.resend_asked[worker] = now
+            self._send(route, p.Rejoin(f"messages of worker {worker!r} are missing: send them again"))
 
     def _event(self, route: bytes, message):
         stamp = time.time()
@@ -388,6 +403,7 @@ class Broker:
                 case StartTrial() | PromoteTrial() | CloneTrial():
                     self.registry.entries[decision.worker].sent[
                         (decision.trial, decision.attempt)] = now
+                    self.seqs[(decision.trial, decision.attempt)] = 0
                     self._send(self.registry.route(decision.worker), self._run_message(decision))
                 case StopTrial(trial=tid, attempt=attempt, reason=reason):
                     worker = self.assigned[(tid, attempt)][0]

@@ -479,12 +479,15 @@ class Fleet:
                            runs_while_busy=0, heartbeats=0)
         self.error_reasons: list[str] = []
 
-    def send(self, worker: SimWorker, message, now: float) -> None:
+    def send(self, worker: SimWorker, message, now: float) -> bool:
+        """Whether the socket took `message`; a refused result is taken back by `pump`, as a real
+        worker keeps it waiting, so that no seq is skipped."""
         try:
             worker.sock.send_multipart(p.encode(message), zmq.NOBLOCK)
         except zmq.Again:
-            pass
+            return False
         worker.last_sent = now
+        return True
 
     def held(self, worker: SimWorker) -> list:
         run = worker.run
@@ -553,18 +556,22 @@ class Fleet:
             return
         trial, attempt, budget = run
         while worker.step < budget and worker.seq - worker.acked < self.window:
+            if not self.send(worker, p.Result(worker.name, worker.incarnation, trial, attempt,
+                                              worker.seq + 1, float(worker.step + 1),
+                                              {"loss": 1.0 / (worker.step + 1)}), now):
+                return
             worker.seq += 1
             worker.step += 1
-            self.send(worker, p.Result(worker.name, worker.incarnation, trial, attempt, worker.seq,
-                                       float(worker.step), {"loss": 1.0 / worker.step}), now)
             worker.pending.append((worker.seq, now))
         if worker.step >= budget:
+            ended_at = time.time()
+            if not self.send(worker, p.Ended(worker.name, worker.incarnation, trial, attempt,
+                                             worker.seq + 1, "finished", "returned"), now):
+                return
             worker.seq += 1
             worker.ended = True
             worker.ended_key = (trial, attempt)
-            worker.ended_at = time.time()
-            self.send(worker, p.Ended(worker.name, worker.incarnation, trial, attempt, worker.seq,
-                                      "finished", "returned"), now)
+            worker.ended_at = ended_at
 
     def serve(self, seconds: float, conn=None) -> bool:
         """Run the loop for `seconds` (or, with `conn`, until it says something); False if the

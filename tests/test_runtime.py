@@ -7,6 +7,7 @@ nothing is counted twice.
 """
 
 import signal
+import time
 import subprocess
 
 import msgpack
@@ -319,3 +320,80 @@ def test_a_failed_fsync_stops_the_broker_and_is_never_retried(tmp_path, monkeypa
             broker.wait(30)
     finally:
         stop(process)
+
+
+def test_a_worker_outpacing_a_stalled_broker_loses_nothing(tmp_path):
+    # The broker is frozen while its worker floods it with results and a checkpoint larger than the
+    # queues between them. The worker's socket refuses messages once its queue is full; every one
+    # of them must still arrive, in order, once the broker thaws, with no reconnect to make up for
+    # them (liveness is longer than the freeze).
+    budget = 40_000
+    study_file = tmp_path / "study.toml"
+    study_file.write_text(
+        f'trainable = "tests.trainables.study:flood"\nmetric = "loss"\n[algorithm]\nname = "grid"\n'
+        f'budget = {budget}\n[space]\nkib = 8192\n')
+    address = f"tcp://127.0.0.1:{free_port()}"
+    directory = tmp_path / "study"
+    broker = rung("broker", "--study", str(study_file), "--dir", str(directory), "--bind", address,
+                  "--heartbeat", "0.5", "--liveness", "20", stderr=subprocess.DEVNULL)
+    flooder = worker(address, "w0")
+    try:
+        wait_for(lambda: (directory / "journal").exists() and any(
+            r[0][0] == "start" or any(d[0] == "start" for d in r[1]) for r in _records(directory)),
+            30, "the trial to start")
+        broker.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(4)  # the flood fills every queue meanwhile
+        finally:
+            broker.send_signal(signal.SIGCONT)
+        assert broker.wait(timeout=60) == 0
+        assert flooder.wait(timeout=30) == 0
+    finally:
+        stop(broker, flooder)
+    records = _records(directory)
+    steps = [event[3] for event, _ in records if event[0] == "result"]
+    assert steps == [float(step) for step in range(1, budget + 1)]
+    assert [event[1:4] for event, _ in records if event[0] == "checkpoint"] == [[0, 1, budget // 2]]
+    assert not any(event[0] == "worker_lost" for event, _ in records)
+
+
+def test_a_gap_in_an_attempts_messages_is_never_passed_over(tmp_path):
+    # Messages queued on a connection that drops are lost with it, and ZeroMQ reconnects underneath:
+    # the broker then sees seq 3 after seq 1. It must not take 3 (a cumulative ack would then cover
+    # the missing 2 for good); it asks the worker to say hello, and takes the resent 2 and 3 in order.
+    study = Study(CURVE, {"x": grid([0.1])}, "grid", {"budget": 3})
+    broker = Broker(study, tmp_path, **FAST).start()
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(broker.address)
+
+    def replies(*kinds):
+        """What the broker says until it has said each of `kinds`."""
+        got = []
+        while not all(any(isinstance(m, kind) for m in got) for kind in kinds):
+            assert sock.poll(10_000), f"no {kinds} from the broker; got {got}"
+            got.append(p.decode(sock.recv_multipart()))
+        return got
+
+    def result(seq, step):
+        sock.send_multipart(p.encode(p.Result("w", 1, 0, 1, seq, float(step), {"loss": 1.0 / step})))
+
+    try:
+        sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [])))
+        assert any(isinstance(m, p.Run) for m in replies(p.Run))
+        result(1, 1)
+        result(3, 3)  # seq 2 was lost on the way
+        got = replies(p.Rejoin, p.Ack)
+        assert [m.seq for m in got if isinstance(m, p.Ack)] == [1]
+        assert "missing" in next(m for m in got if isinstance(m, p.Rejoin)).reason
+        sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [[0, 1]])))
+        replies(p.Welcome)
+        for seq in (1, 2, 3):  # the whole outbox again, oldest first
+            result(seq, seq)
+        sock.send_multipart(p.encode(p.Ended("w", 1, 0, 1, 4, "finished", "returned")))
+        assert broker.wait(30)
+    finally:
+        sock.close()
+    steps = [event[3] for event, _ in _records(tmp_path) if event[0] == "result"]
+    assert steps == [1.0, 2.0, 3.0]
+    assert broker.results()[0]["status"] == "completed"

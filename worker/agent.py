@@ -9,7 +9,9 @@ Theory of operation. One loop polls the DEALER socket and the running attempt's 
 - Attempt messages: each report becomes a `result`, each checkpoint an upload, the end an `ended`.
   Every one of them carries the attempt's next seq and stays in the outbox until acknowledged, so a
   broker that restarts (or a message lost on the way) costs nothing: after the next welcome the
-  outbox goes out again, in order, and the broker drops what it has already seen.
+  outbox goes out again, in order, and the broker drops what it has already seen. What the socket
+  refuses (its queue to the broker is full) waits on the wire, in order, never dropped; a checkpoint
+  is read from its file a chunk at a time as the socket takes it.
 - Time: a heartbeat (listing the attempts held) every heartbeat interval, from this loop, so a stuck
   worker looks stuck; a progress watchdog that fails an attempt silent for `progress_timeout`; and
   when nothing is heard from the broker for its liveness window, a fresh socket and hello, after an
@@ -26,6 +28,8 @@ import socket
 import sys
 import tempfile
 import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +100,12 @@ class Worker:
         self.shutdown_reason = ""
         self._context = zmq.Context.instance()
         self._sock: zmq.Socket | None = None
+        # Encoded messages not yet taken by the socket, oldest first; an upload is a generator.
+        self._wire: deque[list[bytes] | Iterator[list[bytes]]] = deque()
+        self._last_sent = 0.0  # time.monotonic() when the socket last took a message
+        # Whether the broker has welcomed the latest hello. Until it has, the outbox waits: sent after
+        # the welcome, oldest first, it reaches a restarted broker in seq order.
+        self._welcomed = False
         self._backoff = 0.1
 
     # ----------------------------------------------------------------------------------------------
@@ -121,10 +131,14 @@ class Worker:
     def _iterate(self) -> None:
         now = time.monotonic()
         poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
+        # While the wire is stalled, wake when the socket takes more, not to heartbeat: what waits
+        # on the wire will tell the broker this worker is alive.
+        poller.register(self._sock, zmq.POLLIN | (zmq.POLLOUT if self._wire else 0))
         if self.attempt is not None:
             poller.register(self.attempt.fileno(), zmq.POLLIN)
-        wake = min(self._last_sent + self.heartbeat, self._last_heard + self.liveness)
+        wake = self._last_heard + self.liveness
+        if not self._wire:
+            wake = min(wake, self._last_sent + self.heartbeat)
         if self.attempt is not None and self.attempt.deadline is not None:
             wake = min(wake, self.attempt.deadline)
         poller.poll(max(0, int((wake - now) * 1000)) + 1)
@@ -144,7 +158,8 @@ class Worker:
             for message in self.attempt.poll(now):
                 self._from_attempt(message)
             self._watch(now)
-        if now - self._last_sent >= self.heartbeat:
+        self._drain()
+        if not self._wire and now - self._last_sent >= self.heartbeat:
             self._send(p.Heartbeat(self.name, self.incarnation, self._held()))
         if now - self._last_heard > self.liveness and not self.done:
             self._say(f"no word from the broker for {self.liveness:g} s; reconnecting")
@@ -158,6 +173,7 @@ class Worker:
     def _reconnect(self) -> None:
         if self._sock is not None:
             self._sock.close(linger=0)
+        self._clear_wire()  # the welcome on the new connection sends the outbox again
         self._sock = self._context.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         if self.curve is not None:
@@ -168,6 +184,7 @@ class Worker:
         self._hello()
 
     def _hello(self) -> None:
+        self._welcomed = False
         self._send(p.Hello(self.name, self.incarnation, self.accelerator, socket.gethostname(),
                            os.getpid(), self._held()))
 
@@ -181,12 +198,14 @@ class Worker:
         match message:
             case p.Welcome(heartbeat=heartbeat, liveness=liveness):
                 self.heartbeat, self.liveness = heartbeat, liveness
+                self._welcomed = True
                 for outgoing in list(self.outbox):
                     self._transmit(outgoing)
                 if self.fetch is not None:  # a fetch cut off by the reconnect starts again where it was
                     self._send(p.Fetch(self.name, self.incarnation, self.fetch.run.checkpoint,
                                        self.fetch.offset, CHUNK))
             case p.Rejoin():
+                self._clear_wire()  # what waits there goes again, in order, after the welcome
                 self._hello()
             case p.Run():
                 self._start(message)
@@ -328,31 +347,68 @@ class Worker:
             message = _with_seq(message, seq)
         outgoing = _Outgoing(run.trial, run.attempt, seq, message, upload)
         self.outbox.append(outgoing)
-        self._transmit(outgoing)
+        if self._welcomed:
+            self._transmit(outgoing)
 
     def _transmit(self, outgoing: _Outgoing) -> None:
-        upload = outgoing.upload
-        if upload is None:
+        if outgoing.upload is None:
             self._send(outgoing.message)
-            return
-        self._send(p.CheckpointBegin(self.name, self.incarnation, outgoing.trial, outgoing.attempt,
-                                     upload.name, upload.step, upload.size, upload.digest))
-        with open(upload.path, "rb") as handle:
+        else:
+            self._wire.append(self._upload_frames(outgoing))
+            self._drain()
+
+    def _upload_frames(self, outgoing: _Outgoing) -> Iterator[list[bytes]]:
+        """An upload's messages, each read from the file only when the socket can take it, so that a
+        checkpoint of any size costs one chunk of memory."""
+        upload = outgoing.upload
+        try:
+            handle = open(upload.path, "rb")
+        except FileNotFoundError:
+            return  # acknowledged (and deleted) while this copy of it waited on the wire
+        with handle:
+            yield p.encode(p.CheckpointBegin(self.name, self.incarnation, outgoing.trial,
+                                             outgoing.attempt, upload.name, upload.step, upload.size,
+                                             upload.digest))
             offset = 0
             for block in iter(lambda: handle.read(CHUNK), b""):
-                self._send(p.CheckpointChunk(self.name, self.incarnation, upload.name, offset, block))
+                yield p.encode(p.CheckpointChunk(self.name, self.incarnation, upload.name, offset, block))
                 offset += len(block)
-        self._send(p.CheckpointEnd(self.name, self.incarnation, outgoing.trial, outgoing.attempt,
-                                   outgoing.seq, upload.name, upload.step))
+        yield p.encode(p.CheckpointEnd(self.name, self.incarnation, outgoing.trial, outgoing.attempt,
+                                       outgoing.seq, upload.name, upload.step))
 
     # ----------------------------------------------------------------------------------------------
 
     def _send(self, message) -> None:
-        try:
-            self._sock.send_multipart(p.encode(message), zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # no broker to take it: the outbox and the next hello cover what matters
-        self._last_sent = time.monotonic()
+        self._wire.append(p.encode(message))
+        self._drain()
+
+    def _drain(self) -> None:
+        """Send what waits on the wire, in order, until the socket takes no more. A message the
+        socket refuses (its queue to the broker is full, or there is no broker) waits, and so does
+        everything after it: dropping one would leave a gap in an attempt's seqs that a later,
+        cumulative ack would cover, losing it for good."""
+        wire = self._wire
+        while wire:
+            head = wire[0]
+            if not isinstance(head, list):  # an upload: its next message, read now
+                frames = next(head, None)
+                if frames is None:
+                    wire.popleft()
+                    continue
+                wire.appendleft(frames)
+                head = frames
+            try:
+                self._sock.send_multipart(head, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            wire.popleft()
+            self._last_sent = time.monotonic()
+
+    def _clear_wire(self) -> None:
+        for item in self._wire:
+            if not isinstance(item, list):
+                item.close()
+        self._wire.clear()
 
     def _folder(self, trial: int, attempt: int) -> Path:
         folder = self.workdir / f"trial-{trial}" / f"attempt-{attempt}"

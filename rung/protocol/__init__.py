@@ -24,6 +24,12 @@ Rules:
   attempt's messages from 1. The broker journals them, then sends `ack` with the highest seq done; the
   worker keeps every unacknowledged message and sends them again, in order, after each `welcome`.
   So every message MUST be safe to receive twice, and is: the broker drops a seq it has seen.
+- Nothing is passed over. A worker MUST send its messages in order and never drop one its socket
+  refuses (a full queue): it waits until the socket takes it. After a hello it sends no trial message
+  until the `welcome`, then its whole outbox, oldest first. The broker takes seqs of an attempt only
+  one after the other (from 1, or, for an attempt it inherited from its journal, from the first it
+  gets); a gap means messages lost with a dropped connection, and is answered by `rejoin` (at most
+  once per liveness window), so the worker says hello and sends them all again.
 - A checkpoint is uploaded as `checkpoint_begin`, `checkpoint_chunk`s in offset order, then
   `checkpoint_end`; begin and chunks are idempotent, and the upload counts once the end is acked.
   Resumption fetches a stored checkpoint with `fetch`, answered by `chunk`s.

@@ -21,3 +21,12 @@ def curve(trial):
         time.sleep(config.get("sleep", 0.0))
         trial.report(step, loss=(config["x"] - 0.3) ** 2 + 1.0 / step)
         trial.save({"step": step}, step=step)
+
+
+def flood(trial):
+    """Reports every step up to the budget as fast as it can, with a large checkpoint halfway."""
+    half = int(trial.budget) // 2
+    for step in range(1, int(trial.budget) + 1):
+        trial.report(step, loss=1.0 / step)
+        if step == half:
+            trial.save({"weights": bytes(range(256)) * (trial.config["kib"] * 4)}, step=step)
