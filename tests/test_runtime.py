@@ -80,6 +80,14 @@ def test_a_worker_killed_mid_trial_is_retried_from_its_checkpoint_elsewhere(tmp_
     counted_once(state)
 
 
+def peer(address):
+    """A bare DEALER connected to the broker: a worker whose every byte the test writes."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address)
+    return sock
+
+
 def _records(directory):
     return read_records(directory / "journal")[1:]
 
@@ -142,10 +150,7 @@ def test_a_torn_last_record_is_recovered_and_a_corrupt_middle_is_refused(tmp_pat
 def test_garbage_and_impostors_get_errors_and_the_study_goes_on(tmp_path):
     study = Study(CURVE, {"x": grid([0.1, 0.2, 0.3])}, "grid", {"budget": 2})
     broker = Broker(study, tmp_path, **FAST).start()
-    context = zmq.Context.instance()
-    rogue = context.socket(zmq.DEALER)
-    rogue.setsockopt(zmq.LINGER, 0)
-    rogue.connect(broker.address)
+    rogue = peer(broker.address)
     good = None
     try:
         attacks = [
@@ -285,9 +290,7 @@ def test_a_peer_that_keeps_sending_garbage_is_no_longer_answered(tmp_path):
 
     study = Study(CURVE, {"x": grid([0.1])}, "grid", {"budget": 1})
     broker = Broker(study, tmp_path, **FAST).start()
-    rogue = zmq.Context.instance().socket(zmq.DEALER)
-    rogue.setsockopt(zmq.LINGER, 0)
-    rogue.connect(broker.address)
+    rogue = peer(broker.address)
     try:
         answered = 0
         for _ in range(MAX_BAD_MESSAGES + 10):
@@ -363,9 +366,7 @@ def test_a_gap_in_an_attempts_messages_is_never_passed_over(tmp_path):
     # the missing 2 for good); it asks the worker to say hello, and takes the resent 2 and 3 in order.
     study = Study(CURVE, {"x": grid([0.1])}, "grid", {"budget": 3})
     broker = Broker(study, tmp_path, **FAST).start()
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(broker.address)
+    sock = peer(broker.address)
 
     def replies(*kinds):
         """What the broker says until it has said each of `kinds`."""
