@@ -80,6 +80,7 @@ class Journal:
         self._size = size
         self._pending: list[bytes] = []
         self._failure: str | None = None
+        self._packer = msgpack.Packer(use_bin_type=True)  # reused: one record per result goes through it
 
     @classmethod
     def open(cls, path: str | os.PathLike, study_id: str, *, max_record: int = MAX_RECORD) -> "Journal":
@@ -138,7 +139,7 @@ class Journal:
         self._check_usable()
         _check_plain(record)
         try:
-            payload = msgpack.packb(record, use_bin_type=True)
+            payload = self._packer.pack(record)
         except (TypeError, ValueError, OverflowError) as exc:  # nested too deep, or a lone surrogate
             raise ValueError(f"record cannot be encoded: {exc}") from None
         if len(payload) > self.max_record:
@@ -360,7 +361,10 @@ def _check_plain(value: Any) -> None:
         kind = type(item)
         if kind in _EXACT_SCALARS:
             continue
-        if kind is list or kind is tuple or (kind is not dict and isinstance(item, (list, tuple))):
+        if kind is int:
+            if not _INT_RANGE[0] <= item <= _INT_RANGE[1]:
+                raise ValueError(f"record holds the integer {item}, but integers must fit 64 bits")
+        elif kind is list or kind is tuple or (kind is not dict and isinstance(item, (list, tuple))):
             stack.extend(item)
         elif isinstance(item, dict):
             for key, member in item.items():
