@@ -51,7 +51,7 @@ from rung.algorithms.records import record_from_data, record_to_data
 from rung.algorithms.state import ranking_key
 from rung.keys import secure_broker
 from rung.study import Study
-from rung.summary import study_summary, trial_rows
+from rung.summary import schedule_rows, study_summary, trial_rows
 
 from .checkpoints import CheckpointError, CheckpointStore
 from .journal import Journal, JournalError
@@ -163,6 +163,11 @@ class Broker:
         """Every trial as a plain row, the best first."""
         with self._lock:
             return trial_rows(self.state, self.algorithm.maximise)
+
+    def schedule(self) -> list[dict[str, Any]] | None:
+        """The best member's hyperparameter schedule in a population-based study, else None."""
+        with self._lock:
+            return schedule_rows(self.state, self.algorithm.maximise)
 
     def __enter__(self) -> "Broker":
         return self.start()

@@ -5,7 +5,7 @@
     rung worker --connect ADDR [--gpu N | --gpus all|LIST] [--curve KEYS]
     rung keys DIR                                 CurveZMQ keys for a broker bound beyond 127.0.0.1
     rung status DIR|ADDR                          trials per rung and status, workers, best so far
-    rung results DIR [--top K] [--format table|csv|json]
+    rung results DIR [--top K] [--format table|csv|json] [--schedule]
     rung simulate [--algorithm NAME] [--workers N] ...   a study on virtual workers, in simulated time
 
 Errors are one line on stderr and exit status 2.
@@ -35,7 +35,7 @@ from rung.algorithms import (
 from rung.algorithms.benchmarks import CrossingCurves
 from rung.algorithms.simulate import Simulator
 from rung.study import Study
-from rung.summary import format_summary, study_summary, trial_rows
+from rung.summary import format_summary, schedule_rows, study_summary, trial_rows
 
 SIMULATED = {
     "random": lambda a, space: RandomSearch(space, budget=a.max_budget, **limits(a)),
@@ -100,6 +100,8 @@ def parser() -> argparse.ArgumentParser:
     results.add_argument("dir")
     results.add_argument("--top", type=int, default=None)
     results.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    results.add_argument("--schedule", action="store_true",
+                         help="PBT, FIRE PBT: the best member's hyperparameter schedule instead")
 
     sim = commands.add_parser("simulate", help="run a study on virtual workers in simulated time")
     sim.add_argument("--algorithm", choices=sorted(SIMULATED), default="asha")
@@ -176,6 +178,11 @@ def run_study(args) -> None:
                        progress_timeout=args.progress_timeout)
     print(f"finished: {broker.state.finish_reason}" if broker.finished else "stopped")
     print_results(broker.results(), study, top=10, form="table")
+    schedule = broker.schedule()
+    if schedule is not None:
+        print(f"\nthe best member's schedule (replay it from scratch; `rung results {directory} "
+              "--schedule`):")
+        print_schedule(schedule, form="table")
 
 
 def serve_broker(args) -> None:
@@ -277,8 +284,26 @@ def query(address: str, timeout: float) -> dict:
 
 
 def show_results(args) -> None:
-    study, _, rows = load_directory(args.dir)
-    print_results(rows, study, top=args.top, form=args.format)
+    study, state, rows = load_directory(args.dir)
+    if not args.schedule:
+        print_results(rows, study, top=args.top, form=args.format)
+        return
+    schedule = schedule_rows(state, study.mode == "max")
+    if schedule is None:
+        raise ValueError(f"study {study.name!r} ({study.algorithm}) keeps no schedules; only pbt "
+                         "and fire-pbt do, once a member has finished a segment")
+    print_schedule(schedule, form=args.format)
+
+
+def print_schedule(schedule, *, form) -> None:
+    if form == "json":
+        json.dump(schedule, sys.stdout, indent=1)
+        print()
+        return
+    names = sorted({k for row in schedule for k in row["config"]})
+    print_table(["from_step", "member", *names],
+                [[f"{row['from_step']:g}", row["member"], *(_cell(row["config"].get(n)) for n in names)]
+                 for row in schedule], form)
 
 
 def print_results(rows, study, *, top, form) -> None:
@@ -289,9 +314,12 @@ def print_results(rows, study, *, top, form) -> None:
         print()
         return
     header = ["trial", "status", f"best_{study.metric}", "budget", "attempts", *names]
-    table = [[r["trial"], r["status"], "" if r["best"] is None else f"{r['best']:.6g}",
-              f"{r['budget']:g}", r["attempts"], *(_cell(r["config"].get(n)) for n in names)]
-             for r in rows]
+    print_table(header, [[r["trial"], r["status"], "" if r["best"] is None else f"{r['best']:.6g}",
+                          f"{r['budget']:g}", r["attempts"], *(_cell(r["config"].get(n)) for n in names)]
+                         for r in rows], form)
+
+
+def print_table(header: list, table: list[list], form: str) -> None:
     if form == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(header)

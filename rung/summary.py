@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rung.algorithms import State, TrialStatus
+from rung.algorithms.pbt import best_schedule
 
 
 def trial_rows(state: State, maximise: bool) -> list[dict[str, Any]]:
@@ -20,6 +21,17 @@ def trial_rows(state: State, maximise: bool) -> list[dict[str, Any]]:
     ranked = [r for r in rows if r["best"] is not None]
     ranked.sort(key=lambda r: -r["best"] if maximise else r["best"])
     return ranked + [r for r in rows if r["best"] is None]
+
+
+def schedule_rows(state: State, maximise: bool) -> list[dict[str, Any]] | None:
+    """How the best member of a population-based study got its weights, oldest first: from which
+    step it trained with which hyperparameters, and on whose weights (PBT copies them around). What to
+    train a fresh model with to replay the schedule; None for a study that keeps no schedules."""
+    schedule = best_schedule(state, maximise)
+    if not schedule:
+        return None
+    return [{"from_step": step, "config": dict(config), "member": member}
+            for step, config, member in schedule]
 
 
 def study_summary(study, state: State) -> dict[str, Any]:

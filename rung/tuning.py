@@ -18,6 +18,8 @@ class TuneResult:
     directory: Path  # the study directory: its journal, checkpoints; `rung results DIR` reads it
     finished: bool
     reason: str
+    # PBT and FIRE PBT: the best member's schedule, [{"from_step", "config", "member"}], else None
+    schedule: list[dict[str, Any]] | None = None
 
 
 def trainable_name(trainable: str | list[str] | Callable) -> str | list[str]:
@@ -45,7 +47,8 @@ def tune(trainable: str | list[str] | Callable, space: Mapping[str, Any], algori
          metric: str = "loss", mode: str = "min", workers: int = 1, directory: str | Path | None = None,
          seed: int = 0, name: str = "study", progress: bool = True, **settings) -> TuneResult:
     """Tune `trainable` over `space` with `algorithm` (a name: random, grid, sha, hyperband, asha,
-    async-hyperband, median; `settings` are its settings) on `workers` local worker processes.
+    async-hyperband, median, pbt, fire-pbt; `settings` are its settings) on `workers` local worker
+    processes.
 
     The study lives in `directory` (default runs/NAME): calling again with the same arguments
     resumes it from its journal.
@@ -57,4 +60,5 @@ def tune(trainable: str | list[str] | Callable, space: Mapping[str, Any], algori
     broker = run_local(study, directory, workers, progress=sys.stderr if progress else None)
     rows = broker.results()
     best = rows[0] if rows and rows[0]["best"] is not None else None
-    return TuneResult(best, rows, directory, broker.finished, broker.state.finish_reason)
+    return TuneResult(best, rows, directory, broker.finished, broker.state.finish_reason,
+                      broker.schedule())

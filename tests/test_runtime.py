@@ -6,6 +6,7 @@ garbage reaches the broker; user code raises, stays silent or hangs. After each,
 nothing is counted twice.
 """
 
+import json
 import signal
 import time
 import subprocess
@@ -122,6 +123,13 @@ def test_a_broker_killed_mid_study_resumes_and_ends_as_an_uninterrupted_run(tmp_
     _, state, rows = load_directory(directory)
     assert state.finished and [t.status.name for t in state.trials] == ["COMPLETED"] * 6
     counted_once(state)
+    table = rung("results", str(directory), "--format", "csv", "--top", "2", stdout=subprocess.PIPE,
+                 text=True).communicate(timeout=30)[0].splitlines()
+    assert table[0].startswith("trial,status,best_loss,budget,attempts") and len(table) == 3
+    refused = rung("results", str(directory), "--schedule", stderr=subprocess.PIPE, text=True)
+    assert refused.wait(timeout=30) == 2
+    assert refused.stderr.read().strip().endswith("only pbt and fire-pbt do, once a member has finished "
+                                                  "a segment")
     reference = run_local(Study.load(study_file), tmp_path / "reference", workers=2, **FAST)
     strip = lambda rs: sorted((r["config"]["x"], r["best"], r["status"]) for r in rs)  # noqa: E731
     assert strip(rows) == strip(reference.results())
@@ -283,6 +291,15 @@ def test_pbt_clones_between_workers_and_survives_a_killed_worker(tmp_path):
     counted_once(state)
     clones = [d for _, ds in _records(tmp_path) for d in ds if d[0] == "clone"]
     assert clones and all(d[6] is not None for d in clones)  # every clone resumed a stored checkpoint
+    # The best member's schedule, as `rung results --schedule` shows it: from step 0, in order, and
+    # through at least one clone (whose weights came from another member).
+    shown = rung("results", str(tmp_path), "--schedule", "--format", "json", stdout=subprocess.PIPE)
+    schedule = json.loads(shown.communicate(timeout=30)[0])
+    assert schedule == broker.schedule()
+    steps = [row["from_step"] for row in schedule]
+    assert steps[0] == 0 and steps == sorted(steps) and steps[-1] < 12
+    best = broker.results()[0]["trial"]
+    assert schedule[-1]["member"] == best and schedule[-1]["config"] == broker.results()[0]["config"]
 
 
 def test_a_peer_that_keeps_sending_garbage_is_no_longer_answered(tmp_path):
