@@ -2,7 +2,7 @@
 
     rung run FILE [--workers N] [--dir DIR]       broker and local workers in one command
     rung broker --study FILE --dir DIR [--bind ADDR] [--curve KEYS | --insecure]
-    rung worker --connect ADDR [--gpu N | --gpus all|LIST] [--curve KEYS]
+    rung worker --connect ADDR [--gpu N | --gpus all|LIST] [--curve KEYS] [--workdir DIR]
     rung keys DIR                                 CurveZMQ keys for a broker bound beyond 127.0.0.1
     rung status DIR|ADDR                          trials per rung and status, workers, best so far
     rung results DIR [--top K] [--format table|csv|json] [--schedule]
@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -88,6 +89,8 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--progress-timeout", type=float, default=600.0)
     worker.add_argument("--stop-grace", type=float, default=10.0)
     worker.add_argument("--curve", help="a key directory with this worker's pair and broker.key")
+    worker.add_argument("--workdir", help="where attempts run, keep logs and checkpoints until uploaded "
+                        "(a fresh folder inside it, removed when the worker ends; default: $TMPDIR)")
 
     keys = commands.add_parser("keys", help="make CurveZMQ keys for a broker and its workers")
     keys.add_argument("dir")
@@ -215,7 +218,8 @@ def serve_workers(args) -> None:
             print("rung worker: no GPU visible; running one CPU worker", file=sys.stderr)
         elif len(devices) > 1:
             flags = ["--progress-timeout", str(args.progress_timeout), "--stop-grace",
-                     str(args.stop_grace), *(["--curve", args.curve] if args.curve else [])]
+                     str(args.stop_grace), *(["--curve", args.curve] if args.curve else []),
+                     *(["--workdir", args.workdir] if args.workdir else [])]
             children = [subprocess.Popen([sys.executable, "-m", "rung", "worker", "--connect",
                                           args.connect, "--gpu", d, *flags]) for d in devices]
             sys.exit(max(child.wait() for child in children))
@@ -223,9 +227,13 @@ def serve_workers(args) -> None:
     else:
         gpu = args.gpu
     accelerator = "cpu" if gpu is None else f"gpu{gpu}"
+    workdir = None
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        workdir = tempfile.mkdtemp(prefix="rung-worker-", dir=args.workdir)
     worker = Worker(args.connect, name=args.name, accelerator=accelerator, env=device_env(gpu),
-                    progress_timeout=args.progress_timeout, stop_grace=args.stop_grace,
-                    curve=args.curve)
+                    workdir=workdir, progress_timeout=args.progress_timeout,
+                    stop_grace=args.stop_grace, curve=args.curve)
     try:
         reason = worker.run()
         print(f"rung worker {worker.name}: the study is over: {reason}", file=sys.stderr)

@@ -11,3 +11,13 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def temporary_files_in_pytests_folders(tmp_path_factory, monkeypatch):
+    # Worker processes keep attempts under $TMPDIR; one killed with SIGKILL cannot clean up, so its
+    # folder goes with pytest's temporary folders, not into the machine's /tmp.
+    monkeypatch.setenv("TMPDIR", str(tmp_path_factory.mktemp("tmpdir")))

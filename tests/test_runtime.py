@@ -55,7 +55,8 @@ def test_a_worker_killed_mid_trial_is_retried_from_its_checkpoint_elsewhere(tmp_
     study = Study(CURVE, {"x": grid([0.1, 0.5]), "sleep": 0.3}, "grid", {"budget": 8},
                   metric="loss")
     broker = Broker(study, tmp_path, **FAST).start()
-    workers = [worker(broker.address, "victim"), worker(broker.address, "spare")]
+    scratch = tmp_path / "scratch"
+    workers = [worker(broker.address, name, "--workdir", str(scratch)) for name in ("victim", "spare")]
     try:
         # Wait until the victim's trial has a checkpoint past step 2, then kill it outright.
         def victim_trial():
@@ -67,6 +68,7 @@ def test_a_worker_killed_mid_trial_is_retried_from_its_checkpoint_elsewhere(tmp_
         trial = wait_for(victim_trial, 30, "a checkpoint from the victim")
         workers[0].send_signal(signal.SIGKILL)
         assert broker.wait(60)
+        assert workers[1].wait(timeout=30) == 0  # told that the study is over
     finally:
         stop(*workers)
     state = broker.state
@@ -79,6 +81,11 @@ def test_a_worker_killed_mid_trial_is_retried_from_its_checkpoint_elsewhere(tmp_
     assert resumed_at > 2  # it did not train from scratch
     assert max(step for _, step, _ in victim.history) == 8
     counted_once(state)
+    # Each worker ran in a folder of its own inside --workdir; the spare, told the study was over,
+    # removed its own; the victim could not.
+    left = list(scratch.iterdir())
+    assert len(left) == 1 and left[0].name.startswith("rung-worker-")
+    assert list(left[0].glob("trial-*/attempt-1/attempt.log"))
 
 
 def peer(address):
