@@ -31,11 +31,13 @@ Readings, where the paper (and shared/papers/fire-pbt-notes.md) leaves a choice:
   `MIN_CURVE_POINTS` points, or with no finite point, is not judged: its evaluator CONTINUEs (STOPs once
   it has trained more than `max_eval_steps`), and its parent is left out of Phi.
 - "Gone longest": a logical clock, `state.jobs` (attempts handed out), stamped into `info["since"]` when a
-  member starts, is assigned an evaluator, or loses an evolution event. The smallest stamp goes first,
+  member starts, when its evaluation ends (a verdict other than CONTINUE, its evaluator abandoned, or the
+  evaluator trial ended for good), and when it loses an evolution event. The smallest stamp goes first,
   then the lowest id. A member is eligible as a parent only with a checkpoint below `max_budget`, without
   an active evaluator, and when its child sub-population has a target.
 - Target: in P1 the member with the best latest score; in Pi (i >= 2) the one with the highest fitness
-  last computed (members outside Phi have none). Only members that have not finished.
+  last computed among the members still in Phi (a member's fitness is dropped as its evaluation ends).
+  Only members that have not finished.
 - Fitness is recomputed for a whole sub-population whenever one of its members is ready, and the ready
   member's exploit choice (the top quantile of Phi, if it is in the bottom quantile) is fixed then. Phi
   needs at least two members for anyone to exploit (as in PBT's ranking of fewer than two).
@@ -44,9 +46,9 @@ Readings, where the paper (and shared/papers/fire-pbt-notes.md) leaves a choice:
   the steps of whoever trained the weights before it copied them. The paper's purpose is to let P(i-1)
   converge on its hyperparameters first, and the paper sets it per parent sub-population; one number
   applies to each of P2 .. Pn, a list gives one value per sub-population in that order.
-- An evaluator whose parent or target loses an evolution event (or whose target finishes) is stopped at
-  its current segment's end rather than at once: `StopTrial` ends a trial for good in rung's contract, and
-  an evaluator trial lives on to be reassigned. It leaves Phi immediately.
+- An evaluator whose parent or target loses an evolution event (or whose target ends, whether trained or
+  failed) is stopped at its current segment's end rather than at once: `StopTrial` ends a trial for good
+  in rung's contract, and an evaluator trial lives on to be reassigned. It leaves Phi immediately.
 - A hand-off keeps the evaluator's checkpoint key and step in the target's `info["handoff"]`, since the
   evaluator may be reassigned (and take another checkpoint) before the target is ready, and for the same
   reason how many entries of the evaluator's schedule stood then (the target's `lineage` goes through the
@@ -307,25 +309,43 @@ class FirePBT(PBT):
         evaluator.info.update(parent=parent_id, target=target.id, start=evaluator.checkpoint_step,
                               active=True, evaluations=evaluator.info.get("evaluations", 0) + 1)
         evaluator.info.pop("verdict", None)
-        parent.info["since"] = state.jobs
 
     def _lose_evolution_event(self, state: State, member: Trial) -> None:
         member.info["losses"] = member.info.get("losses", 0) + 1
         member.info["since"] = state.jobs
-        member.info.pop("fitness", None)
         member.info.pop("exploit", None)
         for evaluator in state.trials:
             if evaluator.info.get("role") == "evaluator" and evaluator.info.get("active") and (
                     member.id in (evaluator.info["parent"], evaluator.info["target"])):
-                evaluator.info["active"] = False
                 evaluator.info["verdict"] = "abandoned"
+                self._end_evaluation(state, evaluator)
+
+    def _end_evaluation(self, state: State, evaluator: Trial) -> None:
+        """The evaluator lets go of its parent, which leaves Phi."""
+        evaluator.info["active"] = False
+        parent = state.trials[evaluator.info["parent"]]
+        # Stamped here, not at the assignment: a parent evaluated until just now has not gone long
+        # without evaluation, however early its evaluation began.
+        parent.info["since"] = state.jobs
+        # Outside Phi a member has no fitness; a stale one would still make it its sub-population's
+        # best, and so a target.
+        parent.info.pop("fitness", None)
+
+    def _end_trial(self, state: State, trial: Trial, status: TrialStatus, reason: str) -> None:
+        # Every way a trial ends for good passes here: its budget, an error, its workers lost.
+        super()._end_trial(state, trial, status, reason)
+        for evaluator in state.trials:
+            if evaluator.info.get("role") == "evaluator" and evaluator.info.get("active"):
+                if evaluator.id == trial.id:
+                    self._end_evaluation(state, evaluator)
+                elif evaluator.info["target"] == trial.id:
+                    evaluator.info["verdict"] = "target finished"
+                    self._end_evaluation(state, evaluator)
 
     def _attempt_ended(self, state: State, trial: Trial) -> None:
         progress = attempt_progress(trial)
         if progress is None or progress < trial.budget:
             Algorithm._attempt_ended(self, state, trial)
-            if trial.info.get("role") == "evaluator":
-                trial.info["active"] = False
             return
         if trial.info.get("role") == "evaluator":
             trial.info["at"] = trial.budget
@@ -335,16 +355,7 @@ class FirePBT(PBT):
                 self._judge(state, trial)
             return
         super()._attempt_ended(state, trial)  # a member: score, at, paused or completed
-        if trial.status.terminal:
-            self._abandon_for_finished_target(state, trial)
         self._rank_subpopulation(state, trial)
-
-    def _abandon_for_finished_target(self, state: State, member: Trial) -> None:
-        for evaluator in state.trials:
-            if evaluator.info.get("role") == "evaluator" and evaluator.info.get("active") \
-                    and evaluator.info["target"] == member.id:
-                evaluator.info["active"] = False
-                evaluator.info["verdict"] = "target finished"
 
     def _judge(self, state: State, evaluator: Trial) -> None:
         """Evaluator_verdict at a segment end, and what follows from it."""
@@ -366,7 +377,7 @@ class FirePBT(PBT):
         counts = evaluator.info.setdefault("verdicts", {})
         counts[str(verdict)] = counts.get(str(verdict), 0) + 1
         if verdict != Verdict.CONTINUE:
-            evaluator.info["active"] = False
+            self._end_evaluation(state, evaluator)
 
     def _rank_subpopulation(self, state: State, ready: Trial) -> None:
         """Refresh the fitness of `ready`'s sub-population and fix whom `ready` would copy."""

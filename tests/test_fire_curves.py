@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import stats
+from scipy import optimize, stats
 
 from rung.algorithms.fire_curves import (
     Overlap, Verdict, best_score_diff, binomial_p_value, binomial_test, curve_arrays, delta_range,
-    evaluator_verdict, fit_curve, overlap, overlap_of_fits, parent_fitness, parent_fitnesses, smooth,
-    stopping_threshold,
+    evaluator_verdict, fit_curve, matern52, overlap, overlap_of_fits, parent_fitness, parent_fitnesses,
+    profile_negative_log_likelihood, smooth, stopping_threshold,
 )
 
 EVAL_EVERY = 200
@@ -227,6 +227,28 @@ def test_fitness_sums_best_score_diff_over_the_members_with_an_evaluator():
 
 
 # --- smoothing -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("length_scale", [0.05, 0.25, 3.0])
+def test_matern52_is_its_closed_form(length_scale):
+    # (1 + sqrt5 d / l + 5 d^2 / (3 l^2)) exp(-sqrt5 d / l): 1 at d = 0, (1 + sqrt5 + 5/3) e^-sqrt5 at d = l.
+    at_l = (1 + math.sqrt(5) + 5 / 3) * math.exp(-math.sqrt(5))
+    assert matern52(np.array([0.0, length_scale]), length_scale) == pytest.approx([1.0, at_l], rel=1e-14)
+
+
+@pytest.mark.parametrize("length_scale, noise_ratio", [(0.25, 0.1), (0.05, 1e-4), (2.0, 10.0)],
+                         ids=["start", "short-and-clean", "long-and-noisy"])
+def test_the_likelihoods_gradient_matches_finite_differences(length_scale, noise_ratio):
+    # The fit's search follows this gradient: a wrong one would stop it short of the maximum.
+    rng = np.random.default_rng(11)
+    t = np.linspace(0.0, 1.0, 30)
+    y = np.sin(4 * t) + rng.normal(0.0, 0.2, size=30)
+    z, d = (y - y.mean()) / y.std(), np.abs(t[:, None] - t[None, :])
+    log_params = np.log([length_scale, noise_ratio])
+    gradient = profile_negative_log_likelihood(log_params, d, z)[1]
+    error = optimize.check_grad(lambda p: profile_negative_log_likelihood(p, d, z)[0],
+                                lambda p: profile_negative_log_likelihood(p, d, z)[1], log_params)
+    assert error <= 1e-5 * max(1.0, float(np.linalg.norm(gradient)))
+
 
 def test_smoothing_a_noisy_line_recovers_the_line():
     rng = np.random.default_rng(7)

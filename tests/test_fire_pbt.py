@@ -10,6 +10,7 @@ import msgpack
 import pytest
 
 from rung.algorithms import (
+    AttemptFailed,
     AttemptFinished,
     CheckpointStored,
     CloneTrial,
@@ -174,6 +175,103 @@ def test_an_evaluator_whose_target_loses_an_evolution_event_is_stopped_at_its_se
     [reassign] = segment(algorithm, state, 4, line(0.005, 0.05))
     assert isinstance(reassign, CloneTrial) and reassign.trial == 4 and reassign.attempt == 2
     assert "handoff" not in state.trials[0].info
+
+
+def start_members(algorithm, workers, lines):
+    """`workers` workers join; member i trains its first segment on `lines[i]`, in id order."""
+    state = algorithm.initial_state(0)
+    for worker in range(workers):
+        step(algorithm, state, WorkerJoined(f"w{worker}"))
+    return state, {tid: segment(algorithm, state, tid, values) for tid, values in enumerate(lines)}
+
+
+def test_the_parent_whose_evaluation_ended_longest_ago_is_evaluated_next():
+    # P1 = 0, 1, 2 and P2 = 3, 4, 5; evaluator 6 takes parent 3, then evaluator 7 parent 4.
+    algorithm = fire(size=3, evaluators=2)
+    p1 = [line(0.01, 0.01), line(0.005, 0.005), line(0.004, 0.004)]
+    state, _ = start_members(algorithm, 8, p1 + [line(0.02, 0.01)] * 3)
+    assert [(state.trials[t].info["parent"], state.trials[t].info["target"]) for t in (6, 7)] == [
+        (3, 0), (4, 0)]
+    # Evaluator 7 stops first, and moves on to 5, never evaluated; then evaluator 6 stops. Parent 4's
+    # evaluation ended before parent 3's, though 3's began first: 4 is next, not 3 again.
+    [reassign] = segment(algorithm, state, 7, [0.05] * READY)
+    assert state.trials[7].info["verdicts"] == {"stop": 1} and reassign.source == 5
+    [reassign] = segment(algorithm, state, 6, [0.05] * READY)
+    assert state.trials[6].info["verdicts"] == {"stop": 1}
+    assert isinstance(reassign, CloneTrial) and (reassign.trial, reassign.source) == (6, 4)
+
+
+def test_a_parent_whose_evaluator_fails_is_evaluated_again():
+    algorithm = fire(evaluators=2)
+    state, _ = start_members(algorithm, 6, [line(0.01, 0.01), line(0.005, 0.005), line(0.02, 0.01),
+                                            line(0.02, 0.01)])
+    assert [state.trials[t].info["parent"] for t in (4, 5)] == [2, 3]
+    step(algorithm, state, AttemptFailed(4, 1, "error in user code"))
+    assert state.trials[4].status == TrialStatus.FAILED and state.trials[4].info["active"] is False
+    # Parent 2's evaluation ended with the failure, before parent 3's: it is next.
+    [reassign] = segment(algorithm, state, 5, [0.05] * READY)
+    assert state.trials[5].info["verdicts"] == {"stop": 1}
+    assert isinstance(reassign, CloneTrial) and (reassign.trial, reassign.source) == (5, 2)
+
+
+def test_an_evaluator_whose_target_fails_is_stopped_at_its_segment_end():
+    algorithm = fire()
+    state, _ = first_segments(algorithm)
+    step(algorithm, state, AttemptFailed(0, state.trials[0].attempt, "error in user code"))
+    assert state.trials[4].info["active"] is False
+    assert state.trials[4].info["verdict"] == "target finished"
+    [reassign] = segment(algorithm, state, 4, line(0.005, 0.05))
+    assert isinstance(reassign, CloneTrial) and reassign.trial == 4
+    assert "verdicts" not in state.trials[4].info  # the abandoned segment is not judged
+
+
+def evaluated_parents(algorithm, workers, lines):
+    """Members train a first segment on `lines`; the first two evaluators (the trials after the members)
+    evaluate P2's members 2 and 3 for a segment, below the target's start (continue), 2's curve rising
+    faster: once P2 is ranked, 2 has the positive fitness, 3 the negative."""
+    state, _ = start_members(algorithm, workers, lines)
+    first = len(lines)
+    assert [state.trials[first + i].info["parent"] for i in (0, 1)] == [2, 3]
+    for evaluator, values in ((first, line(0.001, 0.0008)), (first + 1, line(0.002, 0.0001))):
+        [going_on] = segment(algorithm, state, evaluator, values)
+        assert isinstance(going_on, PromoteTrial)
+    return state
+
+
+def test_an_evaluator_whose_parent_loses_an_evolution_event_is_stopped_at_its_segment_end():
+    algorithm = fire(evaluators=2)
+    state = evaluated_parents(algorithm, 6, [line(0.01, 0.01), line(0.005, 0.005), line(0.02, 0.01),
+                                             line(0.02, 0.01)])
+    # Member 3 falls to the bottom of P2 by fitness and copies member 2.
+    [clone] = segment(algorithm, state, 3, line(0.12, 0.01))
+    assert isinstance(clone, CloneTrial) and (clone.trial, clone.source) == (3, 2)
+    assert state.trials[5].info["active"] is False and state.trials[5].info["verdict"] == "abandoned"
+    [reassign] = segment(algorithm, state, 5, line(0.003, 0.0001))
+    assert isinstance(reassign, CloneTrial) and (reassign.trial, reassign.attempt) == (5, 3)
+    assert state.trials[5].info["verdicts"] == {"continue": 1}  # the abandoned segment is not judged
+
+
+def test_a_member_that_leaves_phi_is_no_longer_a_target():
+    # Three sub-populations: P1 = 0, 1; P2 = 2, 3 (evaluated by 6 and 7); P3 = 4, 5. P3 has no target
+    # until P2 has fitnesses, and T > max_eval_steps = 15 stops an evaluator without overlap.
+    algorithm = fire(subpopulations=3, evaluators=2, max_eval_steps=15)
+    state = evaluated_parents(algorithm, 8, [line(0.01, 0.01), line(0.005, 0.005)] + [line(0.02, 0.01)] * 4)
+    segment(algorithm, state, 2, line(0.12, 0.01))  # ranks P2
+    assert state.trials[2].info["fitness"] > 0 > state.trials[3].info["fitness"]
+    # Evaluator 6 stops: member 2 leaves Phi, so it has no fitness, and P3's parent 4 (never evaluated)
+    # gets member 3 as its target, the one member of P2 still in Phi.
+    [reassign] = segment(algorithm, state, 6, [0.002] * READY)
+    assert state.trials[6].info["verdicts"] == {"continue": 1, "stop": 1}
+    assert "fitness" not in state.trials[2].info
+    assert isinstance(reassign, CloneTrial) and (reassign.trial, reassign.source) == (6, 4)
+    assert state.trials[6].info["target"] == 3 and dict(reassign.config) == state.trials[3].config
+
+
+def test_defaults_follow_the_paper():
+    algorithm = FirePBT(LR, ready=2400, max_budget=240000)
+    assert algorithm.factors == (0.5, 0.8, 1.25, 2.0)
+    assert (algorithm.p_stat, algorithm.quantile) == (0.01, 0.25)
+    assert algorithm.max_eval_steps == 7200  # the image task's, three segments
 
 
 def test_a_parent_is_evaluated_only_once_its_weights_have_trained_min_steps_before_eval():
