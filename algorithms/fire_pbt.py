@@ -186,7 +186,10 @@ class FirePBT(PBT):
             return Job(evaluator.id, evaluator.config, budget, 0, 0, True,
                        f"evaluator ready at {at:g}: the verdict is continue")
         idle = [t for t in waiting if not t.info.get("active")]
-        if not idle and len(evaluators) >= self.evaluators:
+        # A failed evaluator (its code raised, its workers were lost too often) is replaced: the
+        # evaluator count is what the study keeps evaluating with, not how many it ever started.
+        serving = [t for t in evaluators if t.status != TrialStatus.FAILED]
+        if not idle and len(serving) >= self.evaluators:
             return None
         if not idle and not self._may_add_trial(state):
             return None

@@ -201,17 +201,21 @@ def test_the_parent_whose_evaluation_ended_longest_ago_is_evaluated_next():
     assert isinstance(reassign, CloneTrial) and (reassign.trial, reassign.source) == (6, 4)
 
 
-def test_a_parent_whose_evaluator_fails_is_evaluated_again():
+def test_a_failed_evaluator_is_replaced_and_its_parent_evaluated_again():
     algorithm = fire(evaluators=2)
     state, _ = start_members(algorithm, 6, [line(0.01, 0.01), line(0.005, 0.005), line(0.02, 0.01),
                                             line(0.02, 0.01)])
     assert [state.trials[t].info["parent"] for t in (4, 5)] == [2, 3]
-    step(algorithm, state, AttemptFailed(4, 1, "error in user code"))
+    decided = step(algorithm, state, AttemptFailed(4, 1, "error in user code"))
     assert state.trials[4].status == TrialStatus.FAILED and state.trials[4].info["active"] is False
-    # Parent 2's evaluation ended with the failure, before parent 3's: it is next.
+    # The worker it freed takes a new evaluator (trial 6) of the parent whose evaluation just ended.
+    [replacement] = decided
+    assert isinstance(replacement, CloneTrial) and (replacement.trial, replacement.source) == (6, 2)
+    assert state.trials[6].info["role"] == "evaluator" and state.trials[6].info["parent"] == 2
+    # Evaluator 5 stops, and evaluates the one parent left free.
     [reassign] = segment(algorithm, state, 5, [0.05] * READY)
     assert state.trials[5].info["verdicts"] == {"stop": 1}
-    assert isinstance(reassign, CloneTrial) and (reassign.trial, reassign.source) == (5, 2)
+    assert isinstance(reassign, CloneTrial) and (reassign.trial, reassign.source) == (5, 3)
 
 
 def test_an_evaluator_whose_target_fails_is_stopped_at_its_segment_end():
