@@ -7,6 +7,7 @@ nothing is counted twice.
 """
 
 import json
+import os
 import signal
 import time
 import subprocess
@@ -422,3 +423,36 @@ def test_a_gap_in_an_attempts_messages_is_never_passed_over(tmp_path):
     steps = [event[3] for event, _ in _records(tmp_path) if event[0] == "result"]
     assert steps == [1.0, 2.0, 3.0]
     assert broker.results()[0]["status"] == "completed"
+
+
+def test_a_worker_whose_hello_went_unanswered_says_it_again(tmp_path):
+    # A hello lost on the way, while heartbeats (answered) keep the connection looking alive, must not
+    # hold the worker's outbox back forever: without a welcome for the liveness window, it says hello
+    # again.
+    import threading
+
+    from rung.worker.agent import Worker
+
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    agent = Worker(f"tcp://127.0.0.1:{port}", name="w", workdir=tmp_path / "w", log=open(os.devnull, "w"))
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    hellos = []
+    try:
+        give_up = time.monotonic() + 3 * agent.liveness
+        while len(hellos) < 2 and time.monotonic() < give_up:
+            if not router.poll(100):
+                continue
+            route, *frames = router.recv_multipart()
+            message = p.decode(frames)
+            if isinstance(message, p.Hello):
+                hellos.append(time.monotonic())  # never welcomed
+            elif isinstance(message, p.Heartbeat):
+                router.send_multipart([route, *p.encode(p.Pong("w"))])
+    finally:
+        agent.stop()
+        thread.join(10)
+        router.close()
+    assert len(hellos) == 2 and hellos[1] - hellos[0] >= agent.liveness * 0.9

@@ -159,6 +159,8 @@ class Worker:
                 self._from_attempt(message)
             self._watch(now)
         self._drain()
+        if not self._welcomed and now - self._hello_at > self.liveness:
+            self._hello()  # a hello lost on the way would hold the outbox back for good
         if not self._wire and now - self._last_sent >= self.heartbeat:
             self._send(p.Heartbeat(self.name, self.incarnation, self._held()))
         if now - self._last_heard > self.liveness and not self.done:
@@ -185,6 +187,7 @@ class Worker:
 
     def _hello(self) -> None:
         self._welcomed = False
+        self._hello_at = time.monotonic()
         self._send(p.Hello(self.name, self.incarnation, self.accelerator, socket.gethostname(),
                            os.getpid(), self._held()))
 
