@@ -53,7 +53,7 @@ from rung.keys import secure_broker
 from rung.study import Study
 from rung.summary import schedule_rows, study_summary, trial_rows
 
-from .checkpoints import CheckpointError, CheckpointStore
+from .checkpoints import CheckpointError, CheckpointIncomplete, CheckpointStore
 from .journal import Journal, JournalError
 from .lock import StudyLock
 from .registry import Registry
@@ -356,7 +356,14 @@ class Broker:
             self._ask_resend(route, message.worker, time.monotonic())
             return
         if message.seq == last + 1:
-            event = self._event(route, message)
+            try:
+                event = self._event(route, message)
+            except CheckpointIncomplete as error:
+                # Chunks lost with a dropped connection: the worker sends the upload again, and this
+                # seq is taken then.
+                self._send(route, p.Error(str(error)))
+                self._ask_resend(route, message.worker, time.monotonic())
+                return
             if event is not None:  # else a refused checkpoint: the worker has its error, and it is passed over
                 self._step(event, time.monotonic())
             self.seqs[key] = message.seq
@@ -387,6 +394,8 @@ class Broker:
     def _store(self, route: bytes, operation, *args):
         try:
             return operation(*args)
+        except CheckpointIncomplete:
+            raise
         except CheckpointError as error:
             self._send(route, p.Error(str(error)))
             return None

@@ -45,6 +45,11 @@ class CheckpointError(Exception):
     """An upload or a download that the store refuses; the message says why."""
 
 
+class CheckpointIncomplete(CheckpointError):
+    """An upload finished without all its bytes (or without its begin): they were lost on the way, and
+    sending the upload again can succeed."""
+
+
 def checkpoint_key(trial: int, attempt: int, step: float, digest: str) -> str:
     """The key under which a checkpoint with these coordinates and this SHA-256 digest is stored."""
     for name, value in (("trial", trial), ("attempt", attempt)):
@@ -181,11 +186,11 @@ class CheckpointStore:
             key = self._finished.get(upload)
             if key is not None and self.exists(key):
                 return key
-            raise CheckpointError(f"no upload {upload} in progress")
+            raise CheckpointIncomplete(f"no upload {upload} in progress")
         try:
             if current.written != current.size:
-                raise CheckpointError(f"upload {upload}: {current.written} bytes written, but the "
-                                      f"declared size is {current.size}")
+                raise CheckpointIncomplete(f"upload {upload}: {current.written} bytes written, but the "
+                                           f"declared size is {current.size}")
             if current.hasher.hexdigest() != current.digest:
                 raise CheckpointError(f"upload {upload}: the content's SHA-256 is "
                                       f"{current.hasher.hexdigest()}, but {current.digest} was declared")

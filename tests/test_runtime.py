@@ -89,6 +89,15 @@ def test_a_worker_killed_mid_trial_is_retried_from_its_checkpoint_elsewhere(tmp_
     assert list(left[0].glob("trial-*/attempt-1/attempt.log"))
 
 
+def replies(sock, *kinds):
+    """What the broker says to `sock` until it has said each of `kinds`."""
+    got = []
+    while not all(any(isinstance(m, kind) for m in got) for kind in kinds):
+        assert sock.poll(10_000), f"no {[k.__name__ for k in kinds]} from the broker; got {got}"
+        got.append(p.decode(sock.recv_multipart()))
+    return got
+
+
 def peer(address):
     """A bare DEALER connected to the broker: a worker whose every byte the test writes."""
     sock = zmq.Context.instance().socket(zmq.DEALER)
@@ -393,27 +402,19 @@ def test_a_gap_in_an_attempts_messages_is_never_passed_over(tmp_path):
     broker = Broker(study, tmp_path, **FAST).start()
     sock = peer(broker.address)
 
-    def replies(*kinds):
-        """What the broker says until it has said each of `kinds`."""
-        got = []
-        while not all(any(isinstance(m, kind) for m in got) for kind in kinds):
-            assert sock.poll(10_000), f"no {kinds} from the broker; got {got}"
-            got.append(p.decode(sock.recv_multipart()))
-        return got
-
     def result(seq, step):
         sock.send_multipart(p.encode(p.Result("w", 1, 0, 1, seq, float(step), {"loss": 1.0 / step})))
 
     try:
         sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [])))
-        assert any(isinstance(m, p.Run) for m in replies(p.Run))
+        assert any(isinstance(m, p.Run) for m in replies(sock, p.Run))
         result(1, 1)
         result(3, 3)  # seq 2 was lost on the way
-        got = replies(p.Rejoin, p.Ack)
+        got = replies(sock, p.Rejoin, p.Ack)
         assert [m.seq for m in got if isinstance(m, p.Ack)] == [1]
         assert "missing" in next(m for m in got if isinstance(m, p.Rejoin)).reason
         sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [[0, 1]])))
-        replies(p.Welcome)
+        replies(sock, p.Welcome)
         for seq in (1, 2, 3):  # the whole outbox again, oldest first
             result(seq, seq)
         sock.send_multipart(p.encode(p.Ended("w", 1, 0, 1, 4, "finished", "returned")))
@@ -456,3 +457,41 @@ def test_a_worker_whose_hello_went_unanswered_says_it_again(tmp_path):
         thread.join(10)
         router.close()
     assert len(hellos) == 2 and hellos[1] - hellos[0] >= agent.liveness * 0.9
+
+
+def test_a_checkpoint_whose_chunks_were_lost_is_asked_for_again_not_passed_over(tmp_path):
+    # Chunks carry no seq: lost with a dropped connection, they show only when the upload ends short.
+    # The end is then not taken (nor acknowledged); the worker is asked to say hello and send the
+    # upload again, and the checkpoint counts once it has all its bytes.
+    import hashlib
+
+    study = Study(CURVE, {"x": grid([0.1])}, "grid", {"budget": 3})
+    broker = Broker(study, tmp_path, **FAST).start()
+    sock = peer(broker.address)
+    data = b"weights!" * 1000
+    digest = hashlib.sha256(data).hexdigest()
+    begin = p.CheckpointBegin("w", 1, 0, 1, "up-1", 1.0, len(data), digest)
+    end = p.CheckpointEnd("w", 1, 0, 1, 1, "up-1", 1.0)
+
+    try:
+        sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [])))
+        replies(sock, p.Run)
+        sock.send_multipart(p.encode(begin))
+        sock.send_multipart(p.encode(p.CheckpointChunk("w", 1, "up-1", 0, data[:3000])))
+        sock.send_multipart(p.encode(end))  # the chunk with the other 5000 bytes was lost
+        got = replies(sock, p.Rejoin)
+        assert any(isinstance(m, p.Error) and "3000 bytes written" in m.reason for m in got)
+        assert not any(isinstance(m, p.Ack) for m in got)
+        sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [[0, 1]])))
+        replies(sock, p.Welcome)
+        for message in (begin, p.CheckpointChunk("w", 1, "up-1", 0, data[:4000]),
+                        p.CheckpointChunk("w", 1, "up-1", 4000, data[4000:]), end):
+            sock.send_multipart(p.encode(message))
+        assert [m.seq for m in replies(sock, p.Ack) if isinstance(m, p.Ack)] == [1]
+    finally:
+        broker.stop()
+        broker.wait(10)
+        sock.close()
+    stored = [event for event, _ in _records(tmp_path) if event[0] == "checkpoint"]
+    assert len(stored) == 1 and stored[0][1:4] == [0, 1, 1.0]
+    assert (tmp_path / "checkpoints" / stored[0][4]).read_bytes() == data

@@ -31,7 +31,9 @@ Rules:
   gets); a gap means messages lost with a dropped connection, and is answered by `rejoin` (at most
   once per liveness window), so the worker says hello and sends them all again.
 - A checkpoint is uploaded as `checkpoint_begin`, `checkpoint_chunk`s in offset order, then
-  `checkpoint_end`; begin and chunks are idempotent, and the upload counts once the end is acked.
+  `checkpoint_end`; begin and chunks are idempotent, and the upload counts once the end is acked. An
+  end that finds bytes missing (chunks lost with a dropped connection) is answered by `error` and
+  `rejoin`, not acked: the worker sends the upload again after the welcome.
   Resumption fetches a stored checkpoint with `fetch`, answered by `chunk`s.
 - Any client may send `query`; the broker answers `report` with the study's summary (`rung status`).
 - A message the broker cannot accept gets `error` naming the problem and changes nothing; a peer that
