@@ -290,7 +290,7 @@ class Broker:
             return
         match message:
             case p.Heartbeat(running=running):
-                self._reconcile(message.worker, running, now, grace=True)
+                self._reconcile(message.worker, running, now)
                 self._send(route, p.Pong(message.worker))
             case p.Result() | p.CheckpointEnd() | p.Ended():
                 self._trial_message(route, message)
@@ -316,9 +316,9 @@ class Broker:
         if hello.worker not in self.state.workers:
             self._step(WorkerJoined(hello.worker, time=time.time()), now)
         else:
-            self._reconcile(hello.worker, hello.running, now, grace=False)
+            self._reconcile(hello.worker, hello.running, now)
 
-    def _reconcile(self, worker: str, running: list, now: float, grace: bool) -> None:
+    def _reconcile(self, worker: str, running: list, now: float) -> None:
         """Square what the worker holds with what the state expects of it."""
         held = {(t, a) for t, a in running}
         expected = self._expected(worker)
@@ -328,8 +328,10 @@ class Broker:
         if expected is None or expected in held:
             return
         sent = self.registry.entries[worker].sent.get(expected)
-        if grace and sent is not None and now - sent < self.liveness:
-            return  # the Run may still be on its way
+        if sent is not None and now - sent < self.liveness:
+            # The Run may still be on its way, also past a hello that crossed it: a worker says hello
+            # for each rejoin it gets, and only a Run older than the liveness window counts as lost.
+            return
         self._step(WorkerReady(worker, time=time.time()), now)
 
     def _expected(self, worker: str) -> tuple[int, int] | None:
@@ -351,7 +353,7 @@ class Broker:
         # An attempt this broker ran counts from seq 1. One it inherited from the journal (which
         # keeps no seqs) counts from the first message it gets: a worker sends nothing after a hello
         # before the welcome, and then its whole outbox, oldest first.
-        last = self.seqs.get(key, message.seq - 1)
+        last = self.seqs.setdefault(key, message.seq - 1)
         if message.seq > last + 1:
             self._ask_resend(route, message.worker, time.monotonic())
             return

@@ -27,12 +27,14 @@ import hashlib
 import math
 import os
 import re
+import time
 from pathlib import Path
 
 from .journal import fsync_directory
 
 DEFAULT_MAX_SIZE = 4 * 1024**3  # bytes of one checkpoint
 DEFAULT_MAX_UPLOADS = 64  # uploads in progress at once; each holds an open file
+UPLOAD_IDLE = 600.0  # seconds without a begin or a chunk after which an upload is abandoned
 MAX_READ = 64 * 1024 * 1024  # bytes of one `read`
 
 _KEY = re.compile(r"[0-9]{1,20}-[0-9]{1,20}-[0-9.e-]{1,24}-[0-9a-f]{16}")
@@ -64,7 +66,7 @@ def checkpoint_key(trial: int, attempt: int, step: float, digest: str) -> str:
 
 
 class _Upload:
-    __slots__ = ("key", "size", "digest", "declared", "temporary", "fd", "written", "hasher")
+    __slots__ = ("key", "size", "digest", "declared", "temporary", "fd", "written", "hasher", "touched")
 
     def __init__(self, key: str, size: int, digest: str, declared: tuple, temporary: Path, fd: int):
         self.key = key
@@ -75,6 +77,7 @@ class _Upload:
         self.fd = fd
         self.written = 0
         self.hasher = hashlib.sha256()
+        self.touched = time.monotonic()  # the last begin or chunk: an upload left idle is abandoned
 
 
 class CheckpointStore:
@@ -92,7 +95,8 @@ class CheckpointStore:
         self.max_uploads = max_uploads
         self._temporaries = self.directory / "tmp"
         self._uploads: dict[str, _Upload] = {}
-        self._finished: dict[str, str] = {}  # upload -> key, to answer a repeated `finish`
+        self._finished: dict[str, str] = {}  # upload -> key, to answer a repeated `begin` or `finish`
+        self._refused: set[str] = set()  # uploads whose `begin` was refused for good
         for folder in (self.directory, self._temporaries):
             if not folder.is_dir():
                 folder.mkdir(parents=True, exist_ok=True)
@@ -109,24 +113,31 @@ class CheckpointStore:
     def begin(self, upload: str, trial: int, attempt: int, step: float, size: int, digest: str) -> str:
         """Start an upload of `size` bytes whose SHA-256 is `digest`; return the key it will be stored
         under (the caller may find it stored already). A repeated `begin` with the same arguments is a
-        no-op."""
+        no-op, and so is one of an upload already finished (a copy sent again)."""
         _check_upload(upload)
-        key = checkpoint_key(trial, attempt, step, digest)
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise CheckpointError(f"upload {upload}: `size` is {size!r}, but must be an integer >= 0")
-        if size > self.max_size:
-            raise CheckpointError(f"upload {upload}: a checkpoint of {size} bytes exceeds the limit of "
-                                  f"{self.max_size} bytes")
-        declared = (trial, attempt, step, size, digest.lower())
-        current = self._uploads.get(upload)
-        if current is not None:
-            if current.declared != declared:
+        try:
+            key = checkpoint_key(trial, attempt, step, digest)
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise CheckpointError(f"upload {upload}: `size` is {size!r}, but must be an integer >= 0")
+            if size > self.max_size:
+                raise CheckpointError(f"upload {upload}: a checkpoint of {size} bytes exceeds the limit "
+                                      f"of {self.max_size} bytes")
+            declared = (trial, attempt, step, size, digest.lower())
+            current = self._uploads.get(upload)
+            if current is not None and current.declared != declared:
                 raise CheckpointError(f"upload {upload} is already in progress with other arguments")
+        except CheckpointError:
+            # Refused for good: its `finish` must say so, not ask for the bytes again.
+            self._refused.add(upload)
+            raise
+        if current is not None:
+            current.touched = time.monotonic()
             return key
+        if upload in self._finished:
+            return self._finished[upload]
         if len(self._uploads) >= self.max_uploads:
             raise CheckpointError(f"upload {upload}: {len(self._uploads)} uploads are in progress, the "
                                   "most this store takes at once")
-        self._finished.pop(upload, None)
         temporary = self._temporaries / (upload + _TEMPORARY)
         try:
             fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -139,6 +150,7 @@ class CheckpointStore:
         """Write `data` at `offset`, which must be where the bytes written so far end. A chunk lying
         wholly within the written bytes and equal to them is accepted as a retransmission."""
         current = self._current(upload)
+        current.touched = time.monotonic()
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise CheckpointError(f"upload {upload}: a chunk is {type(data).__name__}, but must be bytes")
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
@@ -186,6 +198,8 @@ class CheckpointStore:
             key = self._finished.get(upload)
             if key is not None and self.exists(key):
                 return key
+            if upload in self._refused:
+                raise CheckpointError(f"upload {upload} was refused at its begin")
             raise CheckpointIncomplete(f"no upload {upload} in progress")
         try:
             if current.written != current.size:
@@ -278,10 +292,14 @@ class CheckpointStore:
         return sorted(entry.name for entry in os.scandir(self.directory)
                       if _KEY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False))
 
-    def collect(self, keep: set[str]) -> list[str]:
-        """Remove every stored checkpoint whose key is not in `keep`, and temporary files that belong
-        to no upload in progress; return the removed keys, sorted. Files that are not checkpoints are
-        left alone."""
+    def collect(self, keep: set[str], idle: float = UPLOAD_IDLE) -> list[str]:
+        """Remove every stored checkpoint whose key is not in `keep`, uploads that have had no begin or
+        chunk for `idle` seconds (their worker died, or sent them again under the same name) and
+        temporary files that belong to no upload in progress; return the removed keys, sorted. Files
+        that are not checkpoints are left alone."""
+        now = time.monotonic()
+        for upload in [u for u, current in self._uploads.items() if now - current.touched > idle]:
+            self.abort(upload)
         removed = [key for key in self.keys() if key not in keep]
         for key in removed:
             os.unlink(self.directory / key)

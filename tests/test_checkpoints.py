@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rung.broker.checkpoints import CheckpointError, CheckpointStore, checkpoint_key
+from rung.broker.checkpoints import (CheckpointError, CheckpointIncomplete, CheckpointStore,
+                                     checkpoint_key)
 
 
 def digest(content):
@@ -230,3 +231,40 @@ def test_the_number_of_uploads_in_progress_is_bounded(tmp_path):
 def test_bad_settings_are_refused(tmp_path, setting, value):
     with pytest.raises(ValueError, match=f"`{setting}` is {value}, but must be"):
         CheckpointStore(tmp_path, **{setting: value})
+
+
+def test_missing_bytes_ask_for_the_upload_again_but_a_refused_begin_does_not(tmp_path):
+    store = CheckpointStore(tmp_path)
+    content = b"0123456789"
+    store.begin("short", 3, 1, 4.0, len(content), digest(content))
+    store.chunk("short", 0, content[:4])
+    with pytest.raises(CheckpointIncomplete, match="4 bytes written"):
+        store.finish("short")
+    with pytest.raises(CheckpointIncomplete, match="no upload never-begun"):
+        store.finish("never-begun")  # its begin was lost on the way
+    with pytest.raises(CheckpointError):
+        store.begin("huge", 3, 1, 4.0, store.max_size + 1, digest(b""))
+    with pytest.raises(CheckpointError, match="refused at its begin") as refused:
+        store.finish("huge")
+    assert not isinstance(refused.value, CheckpointIncomplete)  # sending it again cannot help
+
+
+def test_a_copy_of_a_finished_upload_sent_again_leaves_nothing_open(tmp_path):
+    store = CheckpointStore(tmp_path)
+    key = upload(store, b"weights")
+    assert store.begin("up-1", 3, 1, 4.0, 7, digest(b"weights")) == key
+    with pytest.raises(CheckpointError):
+        store.chunk("up-1", 0, b"weights")
+    assert store.finish("up-1") == key
+    assert store.uploads == frozenset() and temporaries(tmp_path) == []
+
+
+def test_an_upload_left_idle_is_abandoned_by_collect(tmp_path):
+    store = CheckpointStore(tmp_path)
+    store.begin("orphan", 3, 1, 4.0, 10, digest(b"0123456789"))  # its worker died mid-upload
+    store.chunk("orphan", 0, b"0123")
+    store.begin("alive", 3, 2, 4.0, 10, digest(b"0123456789"))
+    store.collect(set(), idle=3600)
+    assert store.uploads == {"orphan", "alive"}
+    store.collect(set(), idle=0)
+    assert store.uploads == frozenset() and temporaries(tmp_path) == []

@@ -390,7 +390,11 @@ def test_a_worker_outpacing_a_stalled_broker_loses_nothing(tmp_path):
     records = _records(directory)
     steps = [event[3] for event, _ in records if event[0] == "result"]
     assert steps == [float(step) for step in range(1, budget + 1)]
-    assert [event[1:4] for event, _ in records if event[0] == "checkpoint"] == [[0, 1, budget // 2]]
+    # Both checkpoints at that step, each with its own bytes (they once shared the worker's file; a
+    # key names its content's digest).
+    stored = [event for event, _ in records if event[0] == "checkpoint"]
+    assert [event[1:4] for event in stored] == [[0, 1, budget // 2]] * 2
+    assert len({event[4] for event in stored}) == 2
     assert not any(event[0] == "worker_lost" for event, _ in records)
 
 
@@ -495,3 +499,23 @@ def test_a_checkpoint_whose_chunks_were_lost_is_asked_for_again_not_passed_over(
     stored = [event for event, _ in _records(tmp_path) if event[0] == "checkpoint"]
     assert len(stored) == 1 and stored[0][1:4] == [0, 1, 1.0]
     assert (tmp_path / "checkpoints" / stored[0][4]).read_bytes() == data
+
+
+def test_a_hello_that_crosses_its_run_does_not_lose_the_attempt(tmp_path):
+    # A worker says hello again (a rejoin came) while the broker's Run is on its way: the hello cannot
+    # list the attempt yet. The attempt is not declared lost for it, and the study carries on.
+    study = Study(CURVE, {"x": grid([0.1])}, "grid", {"budget": 1})
+    broker = Broker(study, tmp_path, **FAST).start()
+    sock = peer(broker.address)
+    try:
+        sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [])))
+        [run] = [m for m in replies(sock, p.Run) if isinstance(m, p.Run)]
+        sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [])))
+        replies(sock, p.Welcome)
+        sock.send_multipart(p.encode(p.Result("w", 1, run.trial, run.attempt, 1, 1.0, {"loss": 0.5})))
+        sock.send_multipart(p.encode(p.Ended("w", 1, run.trial, run.attempt, 2, "finished", "returned")))
+        assert broker.wait(30)
+    finally:
+        sock.close()
+    assert not any(event[0] == "worker_ready" for event, _ in _records(tmp_path))
+    assert broker.results()[0]["status"] == "completed" and broker.results()[0]["attempts"] == 1

@@ -103,6 +103,8 @@ class Worker:
         # Encoded messages not yet taken by the socket, oldest first; an upload is a generator.
         self._wire: deque[list[bytes] | Iterator[list[bytes]]] = deque()
         self._last_sent = 0.0  # time.monotonic() when the socket last took a message
+        self._acked_at = 0.0  # when an ack last came, or the outbox last went from empty to not
+        self._hello_at = 0.0
         # Whether the broker has welcomed the latest hello. Until it has, the outbox waits: sent after
         # the welcome, oldest first, it reaches a restarted broker in seq order.
         self._welcomed = False
@@ -161,6 +163,10 @@ class Worker:
         self._drain()
         if not self._welcomed and now - self._hello_at > self.liveness:
             self._hello()  # a hello lost on the way would hold the outbox back for good
+        elif self.outbox and not self._wire and now - self._acked_at > 2 * self.liveness:
+            # Sent, and no ack for two liveness windows: lost on the way (or the broker's rejoin was);
+            # a hello brings a welcome, and the outbox goes again.
+            self._hello()
         if not self._wire and now - self._last_sent >= self.heartbeat:
             self._send(p.Heartbeat(self.name, self.incarnation, self._held()))
         if now - self._last_heard > self.liveness and not self.done:
@@ -202,14 +208,19 @@ class Worker:
             case p.Welcome(heartbeat=heartbeat, liveness=liveness):
                 self.heartbeat, self.liveness = heartbeat, liveness
                 self._welcomed = True
+                self._acked_at = time.monotonic()
+                self._clear_wire()  # a copy from an earlier welcome would go twice
                 for outgoing in list(self.outbox):
                     self._transmit(outgoing)
                 if self.fetch is not None:  # a fetch cut off by the reconnect starts again where it was
                     self._send(p.Fetch(self.name, self.incarnation, self.fetch.run.checkpoint,
                                        self.fetch.offset, CHUNK))
             case p.Rejoin():
-                self._clear_wire()  # what waits there goes again, in order, after the welcome
-                self._hello()
+                # One hello at a time: each rejoin for the messages of one stalled stretch would
+                # otherwise bring a welcome, and each welcome the whole outbox again.
+                if self._welcomed or time.monotonic() - self._hello_at > self.liveness:
+                    self._clear_wire()  # what waits there goes again, in order, after the welcome
+                    self._hello()
             case p.Run():
                 self._start(message)
             case p.Stop(trial=trial, attempt=attempt):
@@ -289,6 +300,7 @@ class Worker:
         self._ended(exited)
 
     def _acknowledged(self, trial: int, attempt: int, seq: int) -> None:
+        self._acked_at = time.monotonic()
         keep = []
         for outgoing in self.outbox:
             if (outgoing.trial, outgoing.attempt) == (trial, attempt) and outgoing.seq <= seq:
@@ -332,15 +344,16 @@ class Worker:
             attempt.stop(self.stop_grace, now)
 
     def _upload(self, run: p.Run, at: float, path: Path) -> _Upload:
-        # Hold the file under a name of ours until the broker has it: the attempt may write the next.
-        kept = path.with_name(f"upload-{run.trial}-{run.attempt}-{at:g}.ckpt")
+        # Hold the file under a name of ours, the upload's own, until the broker has it: the attempt
+        # may write the next, even at the same step.
+        name = f"{run.trial}-{run.attempt}-{len(self.outbox)}-{time.monotonic_ns()}"
+        kept = path.with_name(f"upload-{name}.ckpt")
         os.replace(path, kept)
         digest = hashlib.sha256()
         with open(kept, "rb") as handle:
             for block in iter(lambda: handle.read(CHUNK), b""):
                 digest.update(block)
-        return _Upload(kept, at, f"{run.trial}-{run.attempt}-{len(self.outbox)}-{time.monotonic_ns()}",
-                       kept.stat().st_size, digest.hexdigest())
+        return _Upload(kept, at, name, kept.stat().st_size, digest.hexdigest())
 
     def _queue(self, run: p.Run, message, upload: _Upload | None = None) -> None:
         key = (run.trial, run.attempt)
@@ -349,6 +362,8 @@ class Worker:
         if message is not None:
             message = _with_seq(message, seq)
         outgoing = _Outgoing(run.trial, run.attempt, seq, message, upload)
+        if not self.outbox:
+            self._acked_at = time.monotonic()  # the wait for an ack starts with the first unacked
         self.outbox.append(outgoing)
         if self._welcomed:
             self._transmit(outgoing)

@@ -29,7 +29,9 @@ Rules:
   until the `welcome`, then its whole outbox, oldest first. The broker takes seqs of an attempt only
   one after the other (from 1, or, for an attempt it inherited from its journal, from the first it
   gets); a gap means messages lost with a dropped connection, and is answered by `rejoin` (at most
-  once per liveness window), so the worker says hello and sends them all again.
+  once per liveness window), so the worker says hello and sends them all again. A worker says one
+  hello at a time (a rejoin while its hello waits for the welcome is ignored), and says hello by itself
+  when its messages get no ack for two liveness windows: a lost rejoin costs time, never messages.
 - A checkpoint is uploaded as `checkpoint_begin`, `checkpoint_chunk`s in offset order, then
   `checkpoint_end`; begin and chunks are idempotent, and the upload counts once the end is acked. An
   end that finds bytes missing (chunks lost with a dropped connection) is answered by `error` and

@@ -24,9 +24,11 @@ def curve(trial):
 
 
 def flood(trial):
-    """Reports every step up to the budget as fast as it can, with a large checkpoint halfway."""
+    """Reports every step up to the budget as fast as it can, with a large checkpoint halfway and a
+    second, different one at the same step."""
     half = int(trial.budget) // 2
     for step in range(1, int(trial.budget) + 1):
         trial.report(step, loss=1.0 / step)
         if step == half:
             trial.save({"weights": bytes(range(256)) * (trial.config["kib"] * 4)}, step=step)
+            trial.save({"weights": b"second"}, step=step)
