@@ -312,6 +312,11 @@ class Broker:
             self._send(route, p.Shutdown(self.state.finish_reason))
             return
         self.registry.hello(hello.worker, hello.incarnation, route, now, hello.accelerator, hello.host)
+        for trial, attempt, seq in hello.next_seqs:
+            # An attempt inherited from the journal, which keeps no seqs: its messages are taken from
+            # the worker's first unacknowledged one, so that one lost on the way shows as a gap.
+            if self.assigned.get((trial, attempt), ("",))[0] == hello.worker:
+                self.seqs.setdefault((trial, attempt), seq - 1)
         self._send(route, p.Welcome(hello.worker, self.heartbeat, self.liveness))
         if hello.worker not in self.state.workers:
             self._step(WorkerJoined(hello.worker, time=time.time()), now)
@@ -350,9 +355,9 @@ class Broker:
         if not self._owns(route, message):
             return
         key = (message.trial, message.attempt)
-        # An attempt this broker ran counts from seq 1. One it inherited from the journal (which
-        # keeps no seqs) counts from the first message it gets: a worker sends nothing after a hello
-        # before the welcome, and then its whole outbox, oldest first.
+        # An attempt this broker ran counts from seq 1; one it inherited from the journal (which keeps
+        # no seqs) from what its worker's hello said, else from the first message it gets (a worker
+        # sends nothing after a hello before the welcome, and then its whole outbox, oldest first).
         last = self.seqs.setdefault(key, message.seq - 1)
         if message.seq > last + 1:
             self._ask_resend(route, message.worker, time.monotonic())

@@ -519,3 +519,46 @@ def test_a_hello_that_crosses_its_run_does_not_lose_the_attempt(tmp_path):
         sock.close()
     assert not any(event[0] == "worker_ready" for event, _ in _records(tmp_path))
     assert broker.results()[0]["status"] == "completed" and broker.results()[0]["attempts"] == 1
+
+
+def test_a_restarted_broker_takes_an_inherited_attempt_from_the_seq_its_worker_names(tmp_path):
+    # The journal keeps no seqs. After a restart, the worker's hello names its first unacknowledged
+    # seq (3); the broker takes the attempt's messages from there, so 4 arriving alone (3 lost on the
+    # way) is a gap, asked for again, not a baseline that would pass 3 over.
+    study = Study(CURVE, {"x": grid([0.1])}, "grid", {"budget": 5})
+    address = f"tcp://127.0.0.1:{free_port()}"
+    sock = peer(address)
+
+    def result(seq):
+        sock.send_multipart(p.encode(p.Result("w", 1, 0, 1, seq, float(seq), {"loss": 1.0 / seq})))
+
+    broker = Broker(study, tmp_path, bind=address, **FAST).start()
+    try:
+        sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [], [])))
+        replies(sock, p.Run)
+        result(1)
+        result(2)
+        acked = 0
+        while acked < 2:  # both journaled before the broker goes
+            acked = max(acked, *(m.seq for m in replies(sock, p.Ack) if isinstance(m, p.Ack)))
+        broker.stop()
+        broker.wait(10)
+        broker = Broker(study, tmp_path, bind=address, **FAST).start()
+        wait_for(lambda: sum(e[0] == "result" for e, _ in _records(tmp_path)) == 2, 10, "two results")
+        sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [[0, 1]], [[0, 1, 3]])))
+        replies(sock, p.Welcome)
+        result(4)  # 3 was lost on the way
+        got = replies(sock, p.Rejoin)
+        assert not any(isinstance(m, p.Ack) and m.seq >= 3 for m in got)
+        sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [[0, 1]], [[0, 1, 3]])))
+        replies(sock, p.Welcome)
+        for seq in (3, 4, 5):
+            result(seq)
+        sock.send_multipart(p.encode(p.Ended("w", 1, 0, 1, 6, "finished", "returned")))
+        assert broker.wait(30)
+    finally:
+        broker.stop()
+        broker.wait(10)
+        sock.close()
+    steps = [event[3] for event, _ in _records(tmp_path) if event[0] == "result"]
+    assert steps == [1.0, 2.0, 3.0, 4.0, 5.0]

@@ -194,8 +194,14 @@ class Worker:
     def _hello(self) -> None:
         self._welcomed = False
         self._hello_at = time.monotonic()
+        held = self._held()
         self._send(p.Hello(self.name, self.incarnation, self.accelerator, socket.gethostname(),
-                           os.getpid(), self._held()))
+                           os.getpid(), held, [[t, a, self._next_seq(t, a)] for t, a in held]))
+
+    def _next_seq(self, trial: int, attempt: int) -> int:
+        """The seq of the attempt's first message not acknowledged, or of its next one."""
+        waiting = [o.seq for o in self.outbox if (o.trial, o.attempt) == (trial, attempt)]
+        return min(waiting) if waiting else self.seqs.get((trial, attempt), 0) + 1
 
     def _held(self) -> list[list[int]]:
         held = {(o.trial, o.attempt) for o in self.outbox}

@@ -27,11 +27,12 @@ Rules:
 - Nothing is passed over. A worker MUST send its messages in order and never drop one its socket
   refuses (a full queue): it waits until the socket takes it. After a hello it sends no trial message
   until the `welcome`, then its whole outbox, oldest first. The broker takes seqs of an attempt only
-  one after the other (from 1, or, for an attempt it inherited from its journal, from the first it
-  gets); a gap means messages lost with a dropped connection, and is answered by `rejoin` (at most
-  once per liveness window), so the worker says hello and sends them all again. A worker says one
-  hello at a time (a rejoin while its hello waits for the welcome is ignored), and says hello by itself
-  when its messages get no ack for two liveness windows: a lost rejoin costs time, never messages.
+  one after the other (from 1, or, for an attempt it inherited from its journal, from the first
+  unacknowledged seq that the worker's hello names in `next_seqs`); a gap means messages lost with a
+  dropped connection, and is answered by `rejoin` (at most once per liveness window), so the worker
+  says hello and sends them all again. A worker says one hello at a time (a rejoin while its hello
+  waits for the welcome is ignored), and says hello by itself when its messages get no ack for two
+  liveness windows: a lost rejoin costs time, never messages.
 - A checkpoint is uploaded as `checkpoint_begin`, `checkpoint_chunk`s in offset order, then
   `checkpoint_end`; begin and chunks are idempotent, and the upload counts once the end is acked. An
   end that finds bytes missing (chunks lost with a dropped connection) is answered by `error` and

@@ -104,15 +104,23 @@ def _map(name: str, value: Any) -> dict:
     return value
 
 
-def _pairs(name: str, value: Any) -> list:
-    if not isinstance(value, list):
-        raise ProtocolError(f"`{name}` must be a list, got {_show(value)}")
-    for pair in value:
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise ProtocolError(f"`{name}` must hold [trial, attempt] pairs, got {_show(pair)}")
-        _int(name, pair[0])
-        _int(name, pair[1])
-    return value
+def _int_lists(length: int, shape: str) -> Callable[[str, Any], list]:
+    """A check for a list of `length`-long lists of ints >= 0, such as [trial, attempt] pairs."""
+
+    def check(name: str, value: Any) -> list:
+        if not isinstance(value, list):
+            raise ProtocolError(f"`{name}` must be a list, got {_show(value)}")
+        for item in value:
+            if not isinstance(item, list) or len(item) != length:
+                raise ProtocolError(f"`{name}` must hold {shape} lists, got {_show(item)}")
+            for number in item:
+                _int(name, number)
+        return value
+
+    return check
+
+
+_pairs = _int_lists(2, "[trial, attempt]")
 
 
 def _trainable(name: str, value: Any) -> Any:
@@ -130,7 +138,8 @@ def _outcome(name: str, value: Any) -> str:
 
 
 _CHECKS: dict[type, dict[str, Callable[[str, Any], Any]]] = {
-    m.Hello: dict(worker=_str, incarnation=_int, accelerator=_str, host=_str, pid=_int, running=_pairs),
+    m.Hello: dict(worker=_str, incarnation=_int, accelerator=_str, host=_str, pid=_int, running=_pairs,
+                  next_seqs=_int_lists(3, "[trial, attempt, seq]")),
     m.Heartbeat: dict(worker=_str, incarnation=_int, running=_pairs),
     m.Result: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, seq=_int, step=_finite,
                    metrics=_metrics),

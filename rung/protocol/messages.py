@@ -20,7 +20,9 @@ from typing import Any
 @dataclass(frozen=True, slots=True)
 class Hello:
     """First message after every (re)connect. `running` lists the attempts the worker holds: running,
-    or ended with messages not yet acknowledged."""
+    or ended with messages not yet acknowledged; `next_seqs` gives, for each of them, the seq of its
+    first message not acknowledged (or of its next message, when all are): a restarted broker, whose
+    journal keeps no seqs, takes the attempt's messages from there on, one after another."""
 
     worker: str
     incarnation: int
@@ -28,6 +30,7 @@ class Hello:
     host: str
     pid: int
     running: list = field(default_factory=list)  # [[trial, attempt], ...]
+    next_seqs: list = field(default_factory=list)  # [[trial, attempt, seq], ...]
 
 
 @dataclass(frozen=True, slots=True)
