@@ -42,11 +42,12 @@ class Registry:
         return entry
 
     def touch(self, worker: str, incarnation: int, route: bytes, now: float) -> Entry | None:
-        """The entry of a worker heard from now, or None if it must say hello first."""
+        """The entry of a worker heard from now, or None if it must say hello first: also when the
+        message came over another connection than its latest hello (a dying one, whose late bytes
+        must not take the worker's route; or a new one, which ZeroMQ opened by itself)."""
         entry = self.entries.get(worker)
-        if entry is None or entry.incarnation != incarnation or entry.route is None:
+        if entry is None or entry.incarnation != incarnation or entry.route != route:
             return None
-        entry.route = route
         entry.last_seen = now
         return entry
 

@@ -98,6 +98,18 @@ def replies(sock, *kinds):
     return got
 
 
+def hello_and_run(sock):
+    """Say hello as worker "w" and return the Run the broker answers with."""
+    sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [], [])))
+    return next(m for m in replies(sock, p.Run) if isinstance(m, p.Run))
+
+
+def report_and_end(sock, run):
+    """As worker "w": one result of `run` at step 1, then its end."""
+    sock.send_multipart(p.encode(p.Result("w", 1, run.trial, run.attempt, 1, 1.0, {"loss": 0.5})))
+    sock.send_multipart(p.encode(p.Ended("w", 1, run.trial, run.attempt, 2, "finished", "returned")))
+
+
 def peer(address):
     """A bare DEALER connected to the broker: a worker whose every byte the test writes."""
     sock = zmq.Context.instance().socket(zmq.DEALER)
@@ -508,12 +520,10 @@ def test_a_hello_that_crosses_its_run_does_not_lose_the_attempt(tmp_path):
     broker = Broker(study, tmp_path, **FAST).start()
     sock = peer(broker.address)
     try:
-        sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [])))
-        [run] = [m for m in replies(sock, p.Run) if isinstance(m, p.Run)]
+        run = hello_and_run(sock)
         sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [])))
         replies(sock, p.Welcome)
-        sock.send_multipart(p.encode(p.Result("w", 1, run.trial, run.attempt, 1, 1.0, {"loss": 0.5})))
-        sock.send_multipart(p.encode(p.Ended("w", 1, run.trial, run.attempt, 2, "finished", "returned")))
+        report_and_end(sock, run)
         assert broker.wait(30)
     finally:
         sock.close()
@@ -562,3 +572,23 @@ def test_a_restarted_broker_takes_an_inherited_attempt_from_the_seq_its_worker_n
         sock.close()
     steps = [event[3] for event, _ in _records(tmp_path) if event[0] == "result"]
     assert steps == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_a_message_over_another_connection_than_the_hellos_does_not_take_the_workers_route(tmp_path):
+    # Late bytes of a connection the worker has given up on (or a connection ZeroMQ opened by itself)
+    # must say hello first: they neither take the worker's route nor speak for its attempt.
+    study = Study(CURVE, {"x": grid([0.1])}, "grid", {"budget": 1})
+    broker = Broker(study, tmp_path, **FAST).start()
+    current, stale = peer(broker.address), peer(broker.address)
+    try:
+        run = hello_and_run(current)
+        stale.send_multipart(p.encode(p.Heartbeat("w", 1, [])))
+        replies(stale, p.Rejoin)
+        current.send_multipart(p.encode(p.Heartbeat("w", 1, [[run.trial, run.attempt]])))
+        replies(current, p.Pong)
+        report_and_end(current, run)
+        assert broker.wait(30)
+    finally:
+        current.close()
+        stale.close()
+    assert broker.results()[0]["status"] == "completed" and broker.results()[0]["attempts"] == 1
