@@ -104,7 +104,7 @@ class Worker:
         self._wire: deque[list[bytes] | Iterator[list[bytes]]] = deque()
         self._last_sent = 0.0  # time.monotonic() when the socket last took a message
         self._acked_at = 0.0  # when an ack last came, or the outbox last went from empty to not
-        self._hello_at = 0.0
+        self._hello_at = 0.0  # when the latest hello was said
         # Whether the broker has welcomed the latest hello. Until it has, the outbox waits: sent after
         # the welcome, oldest first, it reaches a restarted broker in seq order.
         self._welcomed = False
