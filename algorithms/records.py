@@ -33,17 +33,18 @@ _NAMES = {cls: name for name, cls in _KINDS.items()}
 _FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in _KINDS.values()}
 
 
-# Every field at once (a C call: records are written for every result), and where the mappings are,
-# which may be read-only views in the values but must be plain dicts in the data.
-_GETTERS = {cls: operator.attrgetter(*names) for cls, names in _FIELDS.items() if len(names) > 1}
+# Every field at once, as a tuple (a C call: records are written for every result; attrgetter of one
+# name gives the bare value), and where the mappings are, which may be read-only views in the values
+# but must be plain dicts in the data.
+_GETTERS = {cls: operator.attrgetter(*names) if len(names) > 1 else
+            (lambda value, name=names[0]: (getattr(value, name),)) for cls, names in _FIELDS.items()}
 _MAPS = {cls: [i + 1 for i, name in enumerate(names) if name in ("metrics", "config")]
          for cls, names in _FIELDS.items()}
 
 
 def to_data(value) -> list:
     cls = type(value)
-    getter = _GETTERS.get(cls)
-    data = [_NAMES[cls], *getter(value)] if getter else [_NAMES[cls], getattr(value, _FIELDS[cls][0])]
+    data = [_NAMES[cls], *_GETTERS[cls](value)]
     for i in _MAPS[cls]:
         data[i] = dict(data[i])
     return data

@@ -361,7 +361,7 @@ def _check_plain(value: Any) -> None:
         kind = type(item)
         if kind in _EXACT_SCALARS:
             continue
-        if kind is int:
+        if isinstance(item, int):  # bool, an int too, is an exact scalar above
             if not _INT_RANGE[0] <= item <= _INT_RANGE[1]:
                 raise ValueError(f"record holds the integer {item}, but integers must fit 64 bits")
         elif kind is list or kind is tuple or (kind is not dict and isinstance(item, (list, tuple))):
@@ -374,8 +374,6 @@ def _check_plain(value: Any) -> None:
         elif not isinstance(item, _PLAIN_SCALARS):
             raise ValueError(f"record holds a {kind.__name__}, but records hold only None, bool, "
                              "int, float, str, bytes, lists and maps with string keys")
-        elif isinstance(item, int) and not _INT_RANGE[0] <= item <= _INT_RANGE[1]:
-            raise ValueError(f"record holds the integer {item}, but integers must fit 64 bits")
 
 
 def fsync_directory(directory: Path) -> None:

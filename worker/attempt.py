@@ -185,21 +185,28 @@ class Interpreter:
             pass
 
     def discard(self) -> None:
-        """End an interpreter that will get no attempt: end of file on stdin makes it exit, and its
-        group is killed should it be stuck; it is reaped here."""
+        """End an interpreter that will get no attempt: its stdin is closed, its group killed, and it
+        is reaped here."""
         try:
             self.process.stdin.close()
         except BrokenPipeError:
             pass
         if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            _signal_group(self.process, signal.SIGKILL)
             self.process.wait()
         if self.channel is not None:
             os.close(self.channel)
             self.channel = None
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    """Signal the process group `process` leads, unless it is reaped."""
+    if process.returncode is not None:
+        return  # reaped: the group's id may belong to someone else by now
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def function_environment(overlay: Mapping[str, str]) -> dict[str, str]:
@@ -546,12 +553,8 @@ class Attempt:
         os.close(fd)
 
     def _signal_group(self, signum: int) -> None:
-        if self._process is None or self._process.returncode is not None:
-            return  # reaped: the group's id may belong to someone else by now
-        try:
-            os.killpg(self._process.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if self._process is not None:
+            _signal_group(self._process, signum)
 
     def _note(self, text: str) -> None:
         self._write_log(f"[rung] {text}\n".encode())
