@@ -58,6 +58,7 @@ from .journal import Journal, JournalError
 from .lock import StudyLock
 from .registry import Registry
 
+_FROM_WORKERS = frozenset(p.messages.WorkerMessage.__args__)
 MAX_BAD_MESSAGES = 20  # a peer past this many undecodable messages is no longer answered
 DRAIN = 10_000  # messages handled per iteration before the journal commits (and acks go out)
 CHUNK = 1 << 20  # bytes per checkpoint chunk sent to a worker
@@ -240,7 +241,7 @@ class Broker:
                 with self._lock:
                     for _ in range(DRAIN):
                         try:
-                            route, *frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                            route, *frames = _receive(sock)
                         except zmq.Again:
                             break
                         self._handle(route, frames, now)
@@ -263,7 +264,7 @@ class Broker:
     # Messages in.
 
     def _handle(self, route: bytes, frames: list[bytes], now: float) -> None:
-        if self.bad.get(route, 0) > MAX_BAD_MESSAGES:
+        if route in self.bad and self.bad[route] > MAX_BAD_MESSAGES:
             return
         try:
             message = p.decode(frames)
@@ -271,29 +272,30 @@ class Broker:
             self.bad[route] = self.bad.get(route, 0) + 1
             self._send(route, p.Error(str(error)))
             return
-        if isinstance(message, p.Hello):
+        kind = type(message)
+        if kind not in _FROM_WORKERS:
+            if kind is p.Query:
+                self._send(route, p.Report(study_summary(self.study, self.state)))
+            else:
+                self._send(route, p.Error(f"{kind.__name__} is a broker's message"))
+            return
+        if kind is p.Hello:
             self._hello(route, message, now)
-            return
-        if isinstance(message, p.Query):
-            self._send(route, p.Report(study_summary(self.study, self.state)))
-            return
-        if not isinstance(message, p.messages.WorkerMessage.__args__):
-            self._send(route, p.Error(f"{type(message).__name__} is a broker's message"))
             return
         if self.state.finished:
             self._send(route, p.Shutdown(self.state.finish_reason))
             self.registry.remove(message.worker)
             return
-        entry = self.registry.touch(message.worker, message.incarnation, route, now)
-        if entry is None:
+        if self.registry.touch(message.worker, message.incarnation, route, now) is None:
             self._send(route, p.Rejoin(f"the broker does not know worker {message.worker!r}"))
+            return
+        if kind in p.SEQUENCED:
+            self._trial_message(route, message, now)
             return
         match message:
             case p.Heartbeat(running=running):
                 self._reconcile(message.worker, running, now)
                 self._send(route, p.Pong(message.worker))
-            case p.Result() | p.CheckpointEnd() | p.Ended():
-                self._trial_message(route, message)
             case p.CheckpointBegin():
                 if self._owns(route, message):
                     self._store(route, self.store.begin, _upload(message), message.trial,
@@ -351,16 +353,16 @@ class Broker:
             return False
         return True
 
-    def _trial_message(self, route: bytes, message) -> None:
+    def _trial_message(self, route: bytes, message, now: float) -> None:
         if not self._owns(route, message):
             return
         key = (message.trial, message.attempt)
         # An attempt this broker ran counts from seq 1; one it inherited from the journal (which keeps
         # no seqs) from what its worker's hello said, else from the first message it gets (a worker
         # sends nothing after a hello before the welcome, and then its whole outbox, oldest first).
-        last = self.seqs.setdefault(key, message.seq - 1)
+        last = self.seqs.setdefault(key, max(message.seq - 1, 0))
         if message.seq > last + 1:
-            self._ask_resend(route, message.worker, time.monotonic())
+            self._ask_resend(route, message.worker, now)
             return
         if message.seq == last + 1:
             try:
@@ -369,13 +371,13 @@ class Broker:
                 # Chunks lost with a dropped connection: the worker sends the upload again, and this
                 # seq is taken then.
                 self._send(route, p.Error(str(error)))
-                self._ask_resend(route, message.worker, time.monotonic())
+                self._ask_resend(route, message.worker, now)
                 return
             if event is not None:  # else a refused checkpoint: the worker has its error, and it is passed over
-                self._step(event, time.monotonic())
-            self.seqs[key] = message.seq
-        ack = (route, message.trial, message.attempt)
-        self.acks[ack] = max(self.acks.get(ack, 0), self.seqs[key])
+                self._step(event, now)
+            self.seqs[key] = last = message.seq
+        # Seqs taken only grow, so the latest is the acknowledgement.
+        self.acks[(route, message.trial, message.attempt)] = last
 
     def _ask_resend(self, route: bytes, worker: str, now: float) -> None:
         """Messages before this one never came (queued on a connection that dropped): nothing is taken
@@ -481,6 +483,18 @@ def needed_checkpoints(algorithm, state, resumed: dict[tuple[int, int], str | No
         if tid is not None:
             keep.add(resumed.get((tid, state.trials[tid].attempt)))
     return keep - {None}
+
+
+def _receive(sock: zmq.Socket) -> list[bytes]:
+    """The frames of one message, without blocking (ZeroMQ hands over a whole message or none).
+    Frame by frame asks the socket nothing more per frame, unlike `recv_multipart`'s RCVMORE: the
+    cheaper receive on the broker's busiest line."""
+    frame = sock.recv(zmq.NOBLOCK, copy=False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = sock.recv(zmq.NOBLOCK, copy=False)
+        frames.append(frame.bytes)
+    return frames
 
 
 def _upload(message) -> str:

@@ -44,8 +44,7 @@ MAX_RECORD = 64 * 1024 * 1024  # bytes of one payload; a longer length field is 
 _VERSION = struct.Struct(">H")
 _FRAME = struct.Struct(">II")  # payload length, CRC-32 of the payload
 _PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
-_EXACT_SCALARS = frozenset({type(None), bool, float, str, bytes})  # int has a range to check
-_INT_RANGE = (-(2**63), 2**64 - 1)  # what msgpack can encode
+_EXACT_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 _SCAN_BLOCK = 1 << 16  # offsets examined at once when looking for a valid frame past a bad one
 
 
@@ -140,7 +139,9 @@ class Journal:
         _check_plain(record)
         try:
             payload = self._packer.pack(record)
-        except (TypeError, ValueError, OverflowError) as exc:  # nested too deep, or a lone surrogate
+        except OverflowError:
+            raise ValueError("record holds an integer out of range: integers must fit 64 bits") from None
+        except (TypeError, ValueError) as exc:  # nested too deep, or a lone surrogate
             raise ValueError(f"record cannot be encoded: {exc}") from None
         if len(payload) > self.max_record:
             raise ValueError(f"record encodes to {len(payload)} bytes, but must be <= {self.max_record}")
@@ -353,27 +354,39 @@ def _refuse_ext(code: int, data: bytes):
 
 def _check_plain(value: Any) -> None:
     """Raise ValueError unless `value` is plain data that msgpack encodes and decodes to itself."""
-    # Iterative, so that nesting as deep as msgpack allows cannot exhaust Python's recursion limit.
-    # Exact types first: every record the broker writes goes through here.
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind in _EXACT_SCALARS:
-            continue
-        if isinstance(item, int):  # bool, an int too, is an exact scalar above
-            if not _INT_RANGE[0] <= item <= _INT_RANGE[1]:
-                raise ValueError(f"record holds the integer {item}, but integers must fit 64 bits")
-        elif kind is list or kind is tuple or (kind is not dict and isinstance(item, (list, tuple))):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            for key, member in item.items():
-                if not isinstance(key, str):
-                    raise ValueError(f"record holds a map key {key!r:.80}, but map keys must be strings")
-                stack.append(member)
-        elif not isinstance(item, _PLAIN_SCALARS):
-            raise ValueError(f"record holds a {kind.__name__}, but records hold only None, bool, "
-                             "int, float, str, bytes, lists and maps with string keys")
+    try:
+        _plain(value)
+    except RecursionError:
+        # Deeper than msgpack's own nesting limit (511), so never a record this journal wrote.
+        raise ValueError("record nests too deep") from None
+
+
+def _plain(value: Any) -> None:
+    # Every record the broker writes goes through here: exact types are tested first, and scalars
+    # in a list or map without a call.
+    kind = type(value)
+    if kind is list or kind is tuple:
+        for item in value:
+            if type(item) not in _EXACT_SCALARS:
+                _plain(item)
+    elif kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                _plain_key(key)
+            if type(item) not in _EXACT_SCALARS:
+                _plain(item)
+    elif isinstance(value, (list, tuple)):
+        _plain(list(value))
+    elif isinstance(value, dict):
+        _plain(dict(value))
+    elif not isinstance(value, _PLAIN_SCALARS):
+        raise ValueError(f"record holds a {kind.__name__}, but records hold only None, bool, "
+                         "int, float, str, bytes, lists and maps with string keys")
+
+
+def _plain_key(key: Any) -> None:
+    if not isinstance(key, str):
+        raise ValueError(f"record holds a map key {key!r:.80}, but map keys must be strings")
 
 
 def fsync_directory(directory: Path) -> None:

@@ -6,12 +6,11 @@ garbage to hold it to that). The checks run in this order, cheapest first:
 
 1. the frame count (two, or three for the messages that carry bytes) and each frame's size;
 2. the header frame: the magic, then the major version, before any byte of the payload is parsed;
-3. msgpack with limits on every length, no ext types, str map keys only;
-4. a walk over the decoded value, since msgpack turns its timestamp ext type into an object even
-   when ext types are refused: only None, bool, int, float, str, bytes, list and str-keyed maps,
-   nested at most a few levels;
-5. the schema of the message type: every field present with its type; unknown fields are ignored
-   so that a peer of a newer minor version can add fields.
+3. msgpack, whose lengths are bounded by the payload's, with every ext type refused (its timestamp
+   too), so that the payload holds only None, bool, int, float, str, bytes, lists and maps;
+4. the schema of the message type: every field present with exactly its type, down to the keys and
+   values of maps; unknown fields are ignored so that a peer of a newer minor version can add
+   fields (they never reach the receiver).
 """
 
 from __future__ import annotations
@@ -31,11 +30,6 @@ HEADER = MAGIC + bytes([MAJOR])
 
 MAX_PAYLOAD = 1 << 20  # one msgpack map: configs, metrics and reasons fit with room to spare
 MAX_DATA = 4 << 20  # one checkpoint chunk
-MAX_DEPTH = 8
-_UNPACK_LIMITS = dict(
-    max_str_len=MAX_PAYLOAD, max_bin_len=MAX_PAYLOAD, max_array_len=1 << 16, max_map_len=1 << 16,
-    max_ext_len=0,
-)
 
 
 class ProtocolError(Exception):
@@ -81,27 +75,31 @@ def _bytes(name: str, value: Any) -> bytes:
     return value
 
 
-def _metrics(name: str, value: Any) -> dict:
-    if not isinstance(value, dict):
+def _map(name: str, value: Any) -> dict:
+    if type(value) is not dict:
         raise ProtocolError(f"`{name}` must be a map, got {_show(value)}")
-    for key, number in value.items():
-        _number(f"{name}.{key}", number)  # NaN and infinities are allowed: a diverged run says so
+    for key in value:
+        if type(key) is not str:
+            raise ProtocolError(f"`{name}` keys must be str, got {_show(key)}")
+    return value
+
+
+def _metrics(name: str, value: Any) -> dict:
+    for key, number in _map(name, value).items():
+        # NaN and infinities are allowed: a diverged run says so.
+        if type(number) is not float and type(number) is not int:
+            raise ProtocolError(f"`{name}.{key}` must be a number, got {_show(number)}")
     return value
 
 
 def _config(name: str, value: Any) -> dict:
-    if not isinstance(value, dict):
-        raise ProtocolError(f"`{name}` must be a map, got {_show(value)}")
-    for key, item in value.items():
-        if isinstance(item, (list, dict, bytes)):
+    for key, item in _map(name, value).items():
+        if type(item) not in _CONFIG_VALUES:
             raise ProtocolError(f"`{name}.{key}` must be a plain value, got {_show(item)}")
     return value
 
 
-def _map(name: str, value: Any) -> dict:
-    if not isinstance(value, dict):
-        raise ProtocolError(f"`{name}` must be a map, got {_show(value)}")
-    return value
+_CONFIG_VALUES = frozenset({type(None), bool, int, float, str})
 
 
 def _int_lists(length: int, shape: str) -> Callable[[str, Any], list]:
@@ -179,7 +177,9 @@ _WITH_DATA = (m.CheckpointChunk, m.Chunk)  # their `data` travels as a third fra
 _BODY_CHECKS = {cls: [(name, check) for name, check in checks.items()
                       if not (name == "data" and cls in _WITH_DATA)] for cls, checks in _CHECKS.items()}
 assert set(_CHECKS) == set(_NAMES)
-assert all(set(_CHECKS[cls]) == {f.name for f in fields(cls)} for cls in _CHECKS)
+# decode builds each message from its values in field order, the bytes of a third frame last.
+assert all(list(_CHECKS[cls]) == [f.name for f in fields(cls)] for cls in _CHECKS)
+assert all(fields(cls)[-1].name == "data" for cls in _WITH_DATA)
 
 
 def encode(message) -> list[bytes]:
@@ -199,29 +199,32 @@ def decode(frames: list) -> Any:
     if not isinstance(frames, (list, tuple)) or not 2 <= len(frames) <= 3:
         count = len(frames) if isinstance(frames, (list, tuple)) else "no list of"
         raise ProtocolError(f"a message has 2 or 3 frames, got {count}")
-    frames = [_frame(frame) for frame in frames]
+    for frame in frames:
+        if type(frame) is not bytes:
+            frames = [_frame(frame) for frame in frames]
+            break
     _check_header(frames[0])
     if len(frames[1]) > MAX_PAYLOAD:
         raise ProtocolError(f"payload of {len(frames[1])} bytes exceeds {MAX_PAYLOAD}")
     body = _unpack(frames[1])
-    cls = _TYPES.get(body.get("t")) if isinstance(body.get("t"), str) else None
+    kind = body.get("t")
+    cls = _TYPES.get(kind) if type(kind) is str else None
     if cls is None:
-        raise ProtocolError(f"unknown message type {_show(body.get('t'))}")
+        raise ProtocolError(f"unknown message type {_show(kind)}")
     _int("v", body.get("v"))
-    values = {}
-    for name, check in _BODY_CHECKS[cls]:
-        if name not in body:
-            raise ProtocolError(f"{_NAMES[cls]} lacks `{name}`")
-        values[name] = check(name, body[name])
+    try:
+        values = [check(name, body[name]) for name, check in _BODY_CHECKS[cls]]
+    except KeyError as missing:
+        raise ProtocolError(f"{_NAMES[cls]} lacks `{missing.args[0]}`") from None
     if cls in _WITH_DATA:
         if len(frames) != 3:
             raise ProtocolError(f"{_NAMES[cls]} must carry its bytes in a third frame")
         if len(frames[2]) > MAX_DATA:
             raise ProtocolError(f"chunk of {len(frames[2])} bytes exceeds {MAX_DATA}")
-        values["data"] = frames[2]
+        values.append(frames[2])
     elif len(frames) == 3:
         raise ProtocolError(f"{_NAMES[cls]} carries an unexpected third frame")
-    return cls(**values)
+    return cls(*values)
 
 
 def _frame(frame: Any) -> bytes:
@@ -241,43 +244,16 @@ def _check_header(header: bytes) -> None:
     raise ProtocolError("not a rung message (bad magic)")
 
 
-def _reject_ext(code: int, data: bytes):
-    raise ProtocolError(f"msgpack ext type {code} is not allowed")
-
-
 def _unpack(payload: bytes) -> dict:
     try:
-        body = msgpack.unpackb(payload, raw=False, strict_map_key=True, ext_hook=_reject_ext,
-                               **_UNPACK_LIMITS)
-    except ProtocolError:
-        raise
+        # Every length is bounded by the payload's; max_ext_len=0 refuses the timestamp ext type too,
+        # which an ext_hook would never see.
+        body = msgpack.unpackb(payload, max_ext_len=0)
     except Exception as error:  # msgpack raises many types for malformed input
         raise ProtocolError(f"payload is not valid msgpack: {type(error).__name__}") from None
     if type(body) is not dict:
         raise ProtocolError(f"payload must be a map, got {_show(body)}")
-    _walk(body, 0)
     return body
-
-
-def _walk(value: Any, depth: int) -> None:
-    kind = type(value)
-    if kind is dict:
-        for key in value:
-            if type(key) is not str:
-                raise ProtocolError(f"map keys must be str, got {_show(key)}")
-        items = value.values()
-    elif kind is list:
-        items = value
-    else:
-        raise ProtocolError(f"payload holds a {kind.__name__}")
-    if items and depth >= MAX_DEPTH:
-        raise ProtocolError(f"payload nests deeper than {MAX_DEPTH}")
-    for item in items:
-        if type(item) not in _SCALARS:
-            _walk(item, depth + 1)
-
-
-_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 
 
 def _show(value: Any) -> str:
