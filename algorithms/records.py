@@ -46,7 +46,8 @@ def to_data(value) -> list:
     cls = type(value)
     data = [_NAMES[cls], *_GETTERS[cls](value)]
     for i in _MAPS[cls]:
-        data[i] = dict(data[i])
+        if type(data[i]) is not dict:
+            data[i] = dict(data[i])
     return data
 
 
@@ -60,7 +61,7 @@ def from_data(data: Any):
 
 
 def record_to_data(event, decided) -> list:
-    return [to_data(event), [to_data(d) for d in decided]]
+    return [to_data(event), [to_data(d) for d in decided] if decided else []]
 
 
 def record_from_data(data: Any) -> tuple:

@@ -17,16 +17,19 @@ from .state import State
 
 def step(algorithm: Algorithm, state: State, event) -> list[Decision]:
     algorithm.apply(state, event)
-    decisions: list[Decision] = []
+    decisions = algorithm.decide(state, event)
+    if not decisions:
+        return decisions  # most results: nothing to do
     # Each round hands out one job, stops trials or finishes, so rounds are bounded by the workers;
     # the bound turns an algorithm that never settles into an error instead of a hang.
+    new = decisions
     for _ in range(2 * len(state.workers) + 8):
+        for decision in new:
+            algorithm.apply(state, decision)
         new = algorithm.decide(state, event)
         if not new:
             return decisions
-        for decision in new:
-            algorithm.apply(state, decision)
-        decisions.extend(new)
+        decisions = decisions + new
     raise RuntimeError(f"{type(algorithm).__name__}.decide did not settle after {event!r}")
 
 
