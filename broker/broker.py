@@ -3,7 +3,8 @@
 Theory of operation. One thread owns a ZeroMQ ROUTER socket, the study state, the journal and the
 checkpoint store. Each loop iteration:
 
-1. waits for messages (at most one heartbeat interval) and drains what has arrived;
+1. waits for messages (at most one heartbeat interval) and takes what has arrived, up to a batch
+   that grows with the workers connected;
 2. turns each into an event, folds it with `step`, and appends the step to the journal;
 3. declares lost every worker the monotonic clock has not heard from for the liveness window;
 4. commits the journal (one fsync for the whole iteration);
@@ -60,7 +61,14 @@ from .registry import Registry
 
 _FROM_WORKERS = frozenset(p.messages.WorkerMessage.__args__)
 MAX_BAD_MESSAGES = 20  # a peer past this many undecodable messages is no longer answered
-DRAIN = 10_000  # messages handled per iteration before the journal commits (and acks go out)
+# Messages handled per iteration before the journal commits and the effects go out: at least
+# BATCH_MIN, and BATCH_PER_WORKER per connected worker. An iteration that waited for the queue to
+# empty would hold every acknowledgement and decision until the workers have nothing left to send:
+# the pipe runs dry once per iteration. Bounded this way, effects leave while the rest of the queue
+# waits, and an iteration still covers several messages of each worker, so acknowledgements stay
+# a small share of the messages sent.
+BATCH_MIN = 512
+BATCH_PER_WORKER = 8
 CHUNK = 1 << 20  # bytes per checkpoint chunk sent to a worker
 COLLECT_EVERY = 10.0  # seconds between checkpoint garbage collections
 
@@ -239,7 +247,7 @@ class Broker:
                 poller.poll(int(self.heartbeat * 1000))
                 now = time.monotonic()
                 with self._lock:
-                    for _ in range(DRAIN):
+                    for _ in range(max(BATCH_MIN, BATCH_PER_WORKER * len(self.registry.entries))):
                         try:
                             route, *frames = _receive(sock)
                         except zmq.Again:

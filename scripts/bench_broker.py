@@ -16,11 +16,11 @@ sees). Pipelined: WINDOW_RAW messages kept in flight for PIPE_SECONDS after a 0.
 figure is round trips completed per second. It is repeated RAW_REPEATS times, each with a fresh server
 process, since the figure moves with where the scheduler puts the four threads (two Python loops, two
 ZeroMQ I/O threads) on two cores; the raw ceiling is the best repeat. A second mode answers the way
-the broker acks: the server drains what has arrived (at most DRAIN_RAW, the broker's DRAIN) and sends
-each peer one reply saying how many of its messages that was; its best repeat is the ceiling of that
-message pattern, given beside the target's. One at a time: LATENCY_ROUNDS round trips, each sent
-after the previous came back, RAW_REPEATS times with a fresh server; median and 99th percentile
-microseconds. On this virtual machine a ping-pong between processes on the same core and one across
+the broker acks: the server drains what has arrived (at most BATCH_MIN, the broker's batch for one
+worker) and sends each peer one reply saying how many of its messages that was; its best repeat is
+the ceiling of that message pattern, given beside the target's. One at a time: LATENCY_ROUNDS round
+trips, each sent after the previous came back, RAW_REPEATS times with a fresh server; median and 99th
+percentile microseconds. On this virtual machine a ping-pong between processes on the same core and one across
 cores (a cross-vCPU wake-up) differ by about 3x, so the repeats may disagree. Both sides are Python
 (pyzmq), as the broker and the workers are, so this is the ceiling of a Python loop that did no work.
 
@@ -120,6 +120,7 @@ from rung.algorithms import ASHA, CloneTrial, PromoteTrial, StartTrial, step
 from rung.algorithms.benchmarks import CrossingCurves
 from rung.algorithms.records import record_to_data
 from rung.algorithms.simulate import Simulator
+from rung.broker.broker import BATCH_MIN
 from rung.broker.journal import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,7 +128,6 @@ HOST = "tcp://127.0.0.1"
 
 # Part 1
 WINDOW_RAW = 1000
-DRAIN_RAW = 1000  # the broker's DRAIN
 PIPE_SECONDS, QUICK_PIPE_SECONDS = 1.5, 0.5
 RAW_REPEATS, QUICK_RAW_REPEATS = 3, 1
 LATENCY_ROUNDS, QUICK_LATENCY_ROUNDS = 3000, 1000
@@ -257,7 +257,7 @@ def sample_result() -> list[bytes]:
 
 
 def echo_server(conn, batched: bool) -> None:
-    """Echo every message back as it came; or, `batched`, drain what has arrived (up to DRAIN_RAW)
+    """Echo every message back as it came; or, `batched`, drain what has arrived (up to BATCH_MIN)
     and answer each peer once with how many of its messages that was, as the broker acks."""
     context = zmq.Context()
     sock = context.socket(zmq.ROUTER)
@@ -282,7 +282,7 @@ def echo_server(conn, batched: bool) -> None:
                 sock.send_multipart(frames)
                 continue
             counts = {frames[0]: 1}
-            for _ in range(DRAIN_RAW - 1):
+            for _ in range(BATCH_MIN - 1):
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
