@@ -116,6 +116,7 @@ import zmq
 
 from benchlib import environment, parse_args, table, verdict, write_json
 from rung import protocol as p
+from rung import sockets
 from rung.algorithms import ASHA, CloneTrial, PromoteTrial, StartTrial, step
 from rung.algorithms.benchmarks import CrossingCurves
 from rung.algorithms.records import record_to_data
@@ -256,9 +257,11 @@ def sample_result() -> list[bytes]:
     return p.encode(p.Result("sim-0000", 123456789, 12, 1, 1, 1.0, {"loss": 0.123}))
 
 
-def echo_server(conn, batched: bool) -> None:
+def echo_server(conn, batched: bool, rung_calls: bool = False) -> None:
     """Echo every message back as it came; or, `batched`, drain what has arrived (up to BATCH_MIN)
-    and answer each peer once with how many of its messages that was, as the broker acks."""
+    and answer each peer once with how many of its messages that was, as the broker acks. With
+    `rung_calls`, the loop the broker runs: poll, then take messages with rung.sockets until none
+    waits, echoing each."""
     context = zmq.Context()
     sock = context.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -270,6 +273,20 @@ def echo_server(conn, batched: bool) -> None:
     parent = os.getppid()
     try:
         while True:
+            if rung_calls:
+                if not sock.poll(1000):
+                    if os.getppid() != parent:
+                        return
+                    continue
+                while True:
+                    try:
+                        frames = sockets.receive(sock)
+                    except zmq.Again:
+                        break
+                    if len(frames) == 2 and frames[1] == b"QUIT":
+                        return
+                    sockets.send(sock, frames)
+                continue
             try:
                 frames = sock.recv_multipart()
             except zmq.Again:
@@ -295,15 +312,30 @@ def echo_server(conn, batched: bool) -> None:
         context.term()
 
 
-def pipelined(processes: Processes, batched: bool, seconds: float) -> dict:
-    """Keep WINDOW_RAW messages in flight for `seconds` after a warm-up; round trips per second."""
-    server, conn = processes.spawn(echo_server, batched)
+def pipelined(processes: Processes, batched: bool, seconds: float, rung_calls: bool = False) -> dict:
+    """Keep WINDOW_RAW messages in flight for `seconds` after a warm-up; round trips per second.
+    With `rung_calls`, both sides move messages with rung.sockets, as the broker and fleet do."""
+    server, conn = processes.spawn(echo_server, batched, rung_calls)
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 10 * WINDOW_RAW)
     sock.setsockopt(zmq.RCVHWM, 10 * WINDOW_RAW)
     frames = sample_result()
+    if rung_calls:
+        def send():
+            sockets.send(sock, frames)
+
+        def receive(wait: bool):
+            if wait:
+                sock.poll()
+            return sockets.receive(sock)
+    else:
+        def send():
+            sock.send_multipart(frames)
+
+        def receive(wait: bool):
+            return sock.recv_multipart(0 if wait else zmq.NOBLOCK)
     try:
         sock.connect(conn.recv())
         sent = done = 0
@@ -312,13 +344,13 @@ def pipelined(processes: Processes, batched: bool, seconds: float) -> dict:
         counted_from = None
         while True:
             while sent - done < WINDOW_RAW:
-                sock.send_multipart(frames)
+                send()
                 sent += 1
-            reply = sock.recv_multipart()
+            reply = receive(True)
             while reply is not None:
                 done += int(reply[1]) if batched else 1
                 try:
-                    reply = sock.recv_multipart(zmq.NOBLOCK)
+                    reply = receive(False)
                 except zmq.Again:
                     reply = None
             now = time.perf_counter()
@@ -376,6 +408,7 @@ def measure_raw(processes: Processes, quick: bool) -> dict:
     seconds = QUICK_PIPE_SECONDS if quick else PIPE_SECONDS
     repeats = QUICK_RAW_REPEATS if quick else RAW_REPEATS
     echo = [pipelined(processes, False, seconds) for _ in range(repeats)]
+    lean = [pipelined(processes, False, seconds, rung_calls=True) for _ in range(repeats)]
     batched = [pipelined(processes, True, seconds) for _ in range(repeats)]
     latency = [one_at_a_time(processes, QUICK_LATENCY_ROUNDS if quick else LATENCY_ROUNDS)
                for _ in range(repeats)]
@@ -386,6 +419,8 @@ def measure_raw(processes: Processes, quick: bool) -> dict:
         "window": WINDOW_RAW,
         "ceiling_per_s": best["per_s"],  # the best repeat: a ceiling
         "echo_repeats": echo,
+        "rung_calls_ceiling_per_s": max(r["per_s"] for r in lean),
+        "rung_calls_repeats": lean,
         "batched_ceiling_per_s": best_batched["per_s"],
         "batched_repeats": batched,
         "latency_repeats": latency,
@@ -483,7 +518,7 @@ class Fleet:
         """Whether the socket took `message`; a refused result is taken back by `pump`, as a real
         worker keeps it waiting, so that no seq is skipped."""
         try:
-            worker.sock.send_multipart(p.encode(message), zmq.NOBLOCK)
+            sockets.send(worker.sock, p.encode(message))
         except zmq.Again:
             return False
         worker.last_sent = now
@@ -594,7 +629,7 @@ class Fleet:
                         return True
                     while True:
                         try:
-                            frames = sock.recv_multipart(zmq.NOBLOCK)
+                            frames = sockets.receive(sock)
                         except zmq.Again:
                             break
                         self.handle(worker, p.decode(frames), now)
@@ -961,12 +996,16 @@ def fmt(value, digits: int = 2):
 def report(raw, throughput, real, protocol, startup, memory, quick, walls) -> dict:
     ceiling = raw["ceiling_per_s"]
     batched_ceiling = raw["batched_ceiling_per_s"]
+    lean_ceiling = raw["rung_calls_ceiling_per_s"]
     print(f"Part 1: raw pyzmq ROUTER/DEALER over {HOST}, echo server in its own process, frames "
           f"{raw['payload_bytes']} bytes; pipelined rows are repeats, each with a fresh server")
     print()
     rows = [[f"pipelined, echo each (repeat {i + 1})", WINDOW_RAW, fmt(r["seconds"]), round(r["per_s"]),
              None, None, cores(r["server_cpu"]), cores(r["client_cpu"]), cores(r["other_cpu"])]
             for i, r in enumerate(raw["echo_repeats"])]
+    rows += [[f"pipelined, echo each, rung.sockets calls (repeat {i + 1})", WINDOW_RAW, fmt(r["seconds"]),
+              round(r["per_s"]), None, None, cores(r["server_cpu"]), cores(r["client_cpu"]),
+              cores(r["other_cpu"])] for i, r in enumerate(raw["rung_calls_repeats"])]
     rows += [[f"pipelined, one reply per drained batch (repeat {i + 1})", WINDOW_RAW, fmt(r["seconds"]),
               round(r["per_s"]), None, None, cores(r["server_cpu"]), cores(r["client_cpu"]),
               cores(r["other_cpu"])] for i, r in enumerate(raw["batched_repeats"])]
@@ -977,19 +1016,23 @@ def report(raw, throughput, real, protocol, startup, memory, quick, walls) -> di
     print("CPU columns: cores used on average in the window (all threads); other: every process not "
           "ours on this machine")
     print(f"raw ceiling (best pipelined echo repeat): {ceiling:,.0f} round trips/s; with one reply per "
-          f"drained batch, as the broker's cumulative acks: {batched_ceiling:,.0f} messages/s")
+          f"drained batch, as the broker's cumulative acks: {batched_ceiling:,.0f} messages/s; with "
+          f"rung.sockets' calls (no enum flags, no RCVMORE lookups), as the broker and the fleet move "
+          f"messages: {lean_ceiling:,.0f} round trips/s")
     print()
     print(f"Part 2: broker results/s with the journal on (fsync per loop iteration); broker and fleet "
           f"are separate processes on {os.cpu_count()} cores; unacked results per worker: the window "
           f"column (at least {RESULT_WINDOW}, and {WINDOW_RAW} in the whole fleet as in part 1)")
     print()
     print(table(
-        ["workers", "window", "window s", "results acked", "results/s", "x ceiling", "x batched", "results/ack", "journaled in window",
+        ["workers", "window", "window s", "results acked", "results/s", "x ceiling", "x batched",
+         "x rung.sockets", "results/ack", "journaled in window",
          "ack p50 ms", "ack p99 ms", "broker CPU", "fleet CPU", "other CPU", "broker us/result", "connect s",
          "lost", "anomalies"],
         [[r["workers"], r["result_window"], fmt(r["window_s"]), r["results"], round(r["results_per_s"]),
           fmt(r["results_per_s"] / ceiling, 3), fmt(r["results_per_s"] / batched_ceiling, 3),
-          fmt(r["results_per_ack"], 1), r["journal_results_in_window"],
+          fmt(r["results_per_s"] / lean_ceiling, 3), fmt(r["results_per_ack"], 1),
+          r["journal_results_in_window"],
           fmt(r["ack_latency_median_ms"]), fmt(r["ack_latency_p99_ms"]), cores(r["broker_cpu"]),
           cores(r["fleet_cpu"]), cores(r["other_cpu"]), fmt(r["broker_cpu_us_per_result"], 1),
           fmt(r["connect_s"]),
@@ -1047,6 +1090,9 @@ def report(raw, throughput, real, protocol, startup, memory, quick, walls) -> di
     print("Targets")
     print(f"  results/s >= {TARGET_CEILING_SHARE} x raw ceiling ({ceiling:,.0f}/s) at every worker count "
           f"(shares {', '.join(f'{s:.3f}' for s in shares)}) -> {verdict(ceiling_met)}")
+    lean_shares = [r["results_per_s"] / lean_ceiling for r in throughput]
+    print(f"  (for comparison, not the target: against the rung.sockets ceiling ({lean_ceiling:,.0f}/s), "
+          f"shares {', '.join(f'{s:.3f}' for s in lean_shares)})")
     print(f"  {TARGET_LOST_AT} workers, none declared lost "
           f"({big[0]['workers_lost'] if big else '-'} lost) -> {verdict(lost_met)}")
     print(f"  dispatch overhead < {TARGET_DISPATCH_MS:g} ms, real workers after a trial (worst median "
@@ -1056,7 +1102,8 @@ def report(raw, throughput, real, protocol, startup, memory, quick, walls) -> di
     print()
     print("wall time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in walls.items()))
     return {
-        "ceiling_share": {"target": TARGET_CEILING_SHARE, "shares": shares, "met": ceiling_met},
+        "ceiling_share": {"target": TARGET_CEILING_SHARE, "shares": shares, "met": ceiling_met,
+                          "shares_of_rung_calls_ceiling": lean_shares},
         "none_lost": {"workers": TARGET_LOST_AT, "met": lost_met},
         "dispatch_real": {"target_ms": TARGET_DISPATCH_MS, "worst_median_ms": real_median,
                           "back_to_back_worst_median_ms": back_to_back, "met": real_met},

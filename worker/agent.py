@@ -36,6 +36,7 @@ from pathlib import Path
 import zmq
 
 from rung import protocol as p
+from rung import sockets
 from rung.keys import secure_worker
 
 from .attempt import Attempt, AttemptSpec, Exited, Interpreter, Reported, Saved, function_environment
@@ -147,7 +148,7 @@ class Worker:
         now = time.monotonic()
         while True:
             try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                frames = sockets.receive(self._sock)
             except zmq.Again:
                 break
             self._last_heard = now
@@ -422,7 +423,7 @@ class Worker:
                 wire.appendleft(frames)
                 head = frames
             try:
-                self._sock.send_multipart(head, zmq.NOBLOCK)
+                sockets.send(self._sock, head)
             except zmq.Again:
                 return
             wire.popleft()
