@@ -18,7 +18,12 @@ process, since the figure moves with where the scheduler puts the four threads (
 ZeroMQ I/O threads) on two cores; the raw ceiling is the best repeat. A second mode answers the way
 the broker acks: the server drains what has arrived (at most BATCH_MIN, the broker's batch for one
 worker) and sends each peer one reply saying how many of its messages that was; its best repeat is
-the ceiling of that message pattern, given beside the target's. One at a time: LATENCY_ROUNDS round
+the ceiling of that message pattern, given beside the target's. A third mode echoes each message
+with rung.sockets' calls on both sides (the broker's loop: poll, then take messages until none waits;
+no enum flags, no RCVMORE lookup per frame), the calls the broker, the workers and the fleet use: on
+this machine it is nearly twice the echo of pyzmq's send_multipart/recv_multipart, so the shares
+against it are printed too, for comparison; the target is judged against the pyzmq echo, the issue's
+"raw pyzmq round trip". One at a time: LATENCY_ROUNDS round
 trips, each sent after the previous came back, RAW_REPEATS times with a fresh server; median and 99th
 percentile microseconds. On this virtual machine a ping-pong between processes on the same core and one across
 cores (a cross-vCPU wake-up) differ by about 3x, so the repeats may disagree. Both sides are Python
@@ -30,7 +35,8 @@ liveness 5 s), so that it and the fleet do not share a GIL: an embedded `Broker(
 would be slowed by the fleet's Python, and the fleet by it. The study is random search with one rung
 at budget 1e9 and no trial limit, so an attempt never ends and every message is a result. The fleet is
 one more process (spawned by multiprocessing) holding N DEALER sockets driven by one zmq.Poller loop;
-each socket is a simulated worker that speaks the real protocol through rung.protocol.encode/decode:
+each socket is a simulated worker that speaks the real protocol through rung.protocol.encode/decode
+and moves messages with rung.sockets, as a worker does:
 hello, welcome, run, then results of its attempt (seq and step counting from 1) as fast as acks allow,
 never more than result_window(N) unacknowledged per worker: RESULT_WINDOW, or more where fewer workers
 would keep fewer than part 1's WINDOW_RAW in flight (a real worker sends each report as it comes and
@@ -42,7 +48,8 @@ the loop iteration that handled the result, so each counted result is durable. C
 results the journal stamped inside the window, and that the journal holds at least every result the
 fleet saw acknowledged. Also given: result-to-ack latency; results per ack (the broker acks each
 attempt once per loop iteration, cumulatively, so one ack covers every result of that worker the
-iteration handled); the ratio to both ceilings of part 1; the CPU each process used in the window;
+iteration handled; an iteration takes at most max(BATCH_MIN, 8 per worker) messages); the ratio to
+the three ceilings of part 1; the CPU each process used in the window;
 broker CPU microseconds per result (broker CPU seconds / results); the time until every worker held a
 run; and, read from the journal after the broker stopped (it is stopped before the fleet disconnects,
 so leaving is never taken for a loss), the `worker_lost` events. Target: results/s >= half the raw
