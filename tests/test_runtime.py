@@ -250,11 +250,16 @@ def test_user_code_that_raises_stays_silent_or_hangs_fails_and_the_study_goes_on
 @pytest.mark.parametrize("flags, devices", [(["--gpu", "3"], {3.0}), (["--gpus", "5,6"], {5.0, 6.0})],
                          ids=["gpu", "gpus-list"])
 def test_a_trial_sees_only_the_accelerator_its_worker_pins(tmp_path, flags, devices):
-    study = Study("tests.trainables.toy:reports_env", {"n": grid([1, 2, 3, 4])}, "grid", {"budget": 1},
-                  metric="cuda")
-    broker = Broker(study, tmp_path, **FAST).start()
+    # Trials wait for the gate until every worker has joined: a worker whose hello came after the
+    # study ended would never hear Shutdown (the broker is gone) and would keep its command running.
+    gate = tmp_path / "gate"
+    study = Study("tests.trainables.toy:reports_env", {"n": grid([1, 2, 3, 4]), "gate": grid([str(gate)])},
+                  "grid", {"budget": 1}, metric="cuda")
+    broker = Broker(study, tmp_path / "study", **FAST).start()
     process = rung("worker", "--connect", broker.address, *flags, stderr=subprocess.DEVNULL)
     try:
+        wait_for(lambda: len(broker.state.workers) == len(devices), 30, "every worker to join")
+        gate.touch()
         assert broker.wait(60)
         assert process.wait(timeout=30) == 0
     finally:
