@@ -327,7 +327,7 @@ class Broker:
             # An attempt inherited from the journal, which keeps no seqs: its messages are taken from
             # the worker's first unacknowledged one, so that one lost on the way shows as a gap.
             if self.assigned.get((trial, attempt), ("",))[0] == hello.worker:
-                self.seqs.setdefault((trial, attempt), seq - 1)
+                self.seqs.setdefault((trial, attempt), _before(seq))
         self._send(route, p.Welcome(hello.worker, self.heartbeat, self.liveness))
         if hello.worker not in self.state.workers:
             self._step(WorkerJoined(hello.worker, time=time.time()), now)
@@ -369,7 +369,7 @@ class Broker:
         # An attempt this broker ran counts from seq 1; one it inherited from the journal (which keeps
         # no seqs) from what its worker's hello said, else from the first message it gets (a worker
         # sends nothing after a hello before the welcome, and then its whole outbox, oldest first).
-        last = self.seqs.setdefault(key, max(message.seq - 1, 0))
+        last = self.seqs.setdefault(key, _before(message.seq))
         if message.seq > last + 1:
             self._ask_resend(route, message.worker, now)
             return
@@ -492,6 +492,12 @@ def needed_checkpoints(algorithm, state, resumed: dict[tuple[int, int], str | No
         if tid is not None:
             keep.add(resumed.get((tid, state.trials[tid].attempt)))
     return keep - {None}
+
+
+def _before(seq: int) -> int:
+    """The seq taken last when `seq` is the first of an inherited attempt to take: seqs count from 1,
+    so a peer's 0 never lowers the baseline below nothing taken."""
+    return max(seq - 1, 0)
 
 
 def _upload(message) -> str:

@@ -48,9 +48,12 @@ def _int(name: str, value: Any) -> int:
 
 
 def _number(name: str, value: Any) -> float:
-    if type(value) is not float and type(value) is not int:
+    if type(value) not in _NUMBERS:
         raise ProtocolError(f"`{name}` must be a number, got {_show(value)}")
     return value
+
+
+_NUMBERS = frozenset({int, float})
 
 
 def _finite(name: str, value: Any) -> float:
@@ -86,9 +89,10 @@ def _map(name: str, value: Any) -> dict:
 
 def _metrics(name: str, value: Any) -> dict:
     for key, number in _map(name, value).items():
-        # NaN and infinities are allowed: a diverged run says so.
-        if type(number) is not float and type(number) is not int:
-            raise ProtocolError(f"`{name}.{key}` must be a number, got {_show(number)}")
+        # NaN and infinities are allowed: a diverged run says so. The metric's name is built only
+        # for the error: metrics are checked for every result.
+        if type(number) not in _NUMBERS:
+            _number(f"{name}.{key}", number)
     return value
 
 
