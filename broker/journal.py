@@ -6,8 +6,10 @@ Layout, every integer big-endian:
     record = payload length u32 | CRC-32 of the payload u32 | payload
 
 A payload is the msgpack encoding of one plain-data value: None, bools, ints, floats, strings, bytes,
-lists and maps with string keys. Nothing else is written, and nothing else is accepted on reading (no
-ext types, no timestamps, no byte-string keys), so a journal never revives an object.
+lists, and maps keyed by those scalars. `append` refuses whatever msgpack could not read back as it was
+written (only tuples become lists, and subclasses of these types their base type), so a record that
+was accepted is a record the next `open` reads; nothing in a payload names a Python class, so a
+journal never revives an object.
 
 Theory of operation.
 
@@ -43,8 +45,9 @@ MAX_RECORD = 64 * 1024 * 1024  # bytes of one payload; a longer length field is 
 
 _VERSION = struct.Struct(">H")
 _FRAME = struct.Struct(">II")  # payload length, CRC-32 of the payload
-_PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
-_EXACT_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
+# msgpack's reader takes lists and maps nested up to 1024 deep; each level costs a byte, so only a
+# payload at least this long can nest deeper.
+_READER_NESTING = 1024
 _SCAN_BLOCK = 1 << 16  # offsets examined at once when looking for a valid frame past a bad one
 
 
@@ -79,7 +82,10 @@ class Journal:
         self._size = size
         self._pending: list[bytes] = []
         self._failure: str | None = None
-        self._packer = msgpack.Packer(use_bin_type=True)  # reused: one record per result goes through it
+        # Reused: one record per result goes through `_exact`, which takes only the plain types
+        # themselves, checked in C as it packs; `_plain` also takes tuples and subclasses.
+        self._exact = msgpack.Packer(use_bin_type=True, strict_types=True)
+        self._plain = msgpack.Packer(use_bin_type=True)
 
     @classmethod
     def open(cls, path: str | os.PathLike, study_id: str, *, max_record: int = MAX_RECORD) -> "Journal":
@@ -133,16 +139,25 @@ class Journal:
 
     def append(self, record: Any) -> None:
         """Encode `record` and buffer it for the next `commit`. Raises `ValueError` if it is not plain
-        data or encodes to more than `max_record` bytes; the journal is unchanged then. Tuples are
-        written as lists, and read back as lists."""
+        data, would not read back, or encodes to more than `max_record` bytes; the journal is
+        unchanged then. Tuples are written as lists, and read back as lists."""
         self._check_usable()
-        _check_plain(record)
         try:
-            payload = self._packer.pack(record)
-        except OverflowError:
-            raise ValueError("record holds an integer out of range: integers must fit 64 bits") from None
-        except (TypeError, ValueError) as exc:  # nested too deep, or a lone surrogate
-            raise ValueError(f"record cannot be encoded: {exc}") from None
+            payload = _encode(self._exact, record)
+            read_back = len(payload) >= _READER_NESTING
+        except TypeError:
+            # A tuple, a subclass of a plain type (a numpy float, an IntEnum) or no data at all; a
+            # tuple as a map key is written as a list, which no reader takes as a key.
+            try:
+                payload = _encode(self._plain, record)
+            except TypeError as exc:
+                raise ValueError(f"record holds no plain data: {exc}") from None
+            read_back = True
+        if read_back:
+            try:
+                _decode(payload)
+            except ValueError as exc:
+                raise ValueError(f"record would not read back: {exc}") from None
         if len(payload) > self.max_record:
             raise ValueError(f"record encodes to {len(payload)} bytes, but must be <= {self.max_record}")
         self._pending.append(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
@@ -338,55 +353,21 @@ def _keep_aside(path: Path, torn: bytes, offset: int) -> Path:
     return aside
 
 
+def _encode(packer: msgpack.Packer, record: Any) -> bytes:
+    """The payload; raises TypeError for a type `packer` does not take."""
+    try:
+        return packer.pack(record)
+    except OverflowError:
+        raise ValueError("record holds an integer out of range: integers must fit 64 bits") from None
+    except ValueError as exc:  # a lone surrogate, or nested past msgpack's own limit
+        raise ValueError(f"record cannot be encoded: {exc}") from None
+
+
 def _decode(payload) -> Any:
     try:
-        value = msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=True,
-                                ext_hook=_refuse_ext)
+        return msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=False)
     except Exception as exc:  # msgpack raises several types on garbage; all mean "not a record"
-        raise ValueError(f"payload is not msgpack: {exc}") from None
-    _check_plain(value)
-    return value
-
-
-def _refuse_ext(code: int, data: bytes):
-    raise ValueError(f"msgpack ext type {code} in a journal record")
-
-
-def _check_plain(value: Any) -> None:
-    """Raise ValueError unless `value` is plain data that msgpack encodes and decodes to itself."""
-    try:
-        _plain(value)
-    except RecursionError:
-        # Deeper than msgpack's own nesting limit (511), so never a record this journal wrote.
-        raise ValueError("record nests too deep") from None
-
-
-def _plain(value: Any) -> None:
-    # Every record the broker writes goes through here: exact types are tested first, and scalars
-    # in a list or map without a call.
-    kind = type(value)
-    if kind is list or kind is tuple:
-        for item in value:
-            if type(item) not in _EXACT_SCALARS:
-                _plain(item)
-    elif kind is dict:
-        for key, item in value.items():
-            if type(key) is not str:
-                _plain_key(key)
-            if type(item) not in _EXACT_SCALARS:
-                _plain(item)
-    elif isinstance(value, (list, tuple)):
-        _plain(list(value))
-    elif isinstance(value, dict):
-        _plain(dict(value))
-    elif not isinstance(value, _PLAIN_SCALARS):
-        raise ValueError(f"record holds a {kind.__name__}, but records hold only None, bool, "
-                         "int, float, str, bytes, lists and maps with string keys")
-
-
-def _plain_key(key: Any) -> None:
-    if not isinstance(key, str):
-        raise ValueError(f"record holds a map key {key!r:.80}, but map keys must be strings")
+        raise ValueError(f"payload is not msgpack: {type(exc).__name__}: {exc}") from None
 
 
 def fsync_directory(directory: Path) -> None:

@@ -48,7 +48,7 @@ the loop iteration that handled the result, so each counted result is durable. C
 results the journal stamped inside the window, and that the journal holds at least every result the
 fleet saw acknowledged. Also given: result-to-ack latency; results per ack (the broker acks each
 attempt once per loop iteration, cumulatively, so one ack covers every result of that worker the
-iteration handled; an iteration takes at most max(BATCH_MIN, 8 per worker) messages); the ratio to
+iteration handled; an iteration takes at most max(BATCH_MIN, 16 per worker) messages); the ratio to
 the three ceilings of part 1; the CPU each process used in the window;
 broker CPU microseconds per result (broker CPU seconds / results); the time until every worker held a
 run; and, read from the journal after the broker stopped (it is stopped before the fleet disconnects,

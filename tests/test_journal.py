@@ -1,6 +1,8 @@
 """The study journal on real files: round trips, torn tails, corruption, refused headers, fsync failure,
 group commit; and the lock that keeps a second broker off a study directory."""
 
+import collections
+import enum
 import math
 import os
 import re
@@ -12,6 +14,7 @@ import zlib
 from pathlib import Path
 
 import msgpack
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -246,19 +249,52 @@ def test_one_commit_of_a_thousand_records_is_one_fsync(tmp_path, monkeypatch):
     assert len(Journal.open(tmp_path / "journal", STUDY).records) == 1000
 
 
+def _nested(depth: int) -> list:
+    record: list = []
+    for _ in range(depth - 1):
+        record = [record]
+    return record
+
+
 @pytest.mark.parametrize("record, message", [
-    ({1: "int key"}, "map keys must be strings"),
-    ({b"k": 1}, "map keys must be strings"),
-    ({"x": {1.5}}, "holds a set"),
-    ([object()], "holds a object"),
+    ({"x": {1.5}}, "can not serialize 'set' object"),
+    ([object()], "can not serialize 'object' object"),
+    ({(1, 2): "tuple key"}, "would not read back"),
+    (_nested(1025), "would not read back"),
+    (_nested(5000), "cannot be encoded"),
     (2**64, "must fit 64 bits"),
+    ([2**64, (1,)], "must fit 64 bits"),
     ("\ud800", "cannot be encoded"),
-], ids=["int-key", "bytes-key", "set", "object", "huge-int", "surrogate"])
+], ids=["set", "object", "tuple-key", "past-reader-nesting", "past-packer-nesting", "huge-int",
+        "huge-int-beside-tuple", "surrogate"])
 def test_a_record_that_would_not_read_back_is_refused_at_append(tmp_path, record, message):
     with Journal.open(tmp_path / "journal", STUDY) as journal:
         with pytest.raises(ValueError, match=message):
             journal.append(record)
         assert journal.pending == 0
+        journal.append(["next"])  # the packers start clean after a refusal
+        journal.commit()
+    assert Journal.open(tmp_path / "journal", STUDY).records == [["next"]]
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+def test_tuples_and_subclasses_of_plain_types_are_written_as_their_plain_form(tmp_path):
+    # A record of the plain types themselves is checked by msgpack's strict packer alone (and read
+    # back once where it is long enough to nest past the reader's limit); these take the tolerant
+    # packer, and read back in their plain form.
+    written = [(1, 2), {"c": Colour.RED, "f": np.float64(0.5), "t": (3, [4])},
+               collections.OrderedDict(a=1), _nested(1024)]
+    with Journal.open(tmp_path / "journal", STUDY) as journal:
+        for record in written:
+            journal.append(record)
+        journal.commit()
+    read = Journal.open(tmp_path / "journal", STUDY).records
+    assert read[:3] == [[1, 2], {"c": 1, "f": 0.5, "t": [3, [4]]}, {"a": 1}]
+    assert [type(read[1]["c"]), type(read[1]["f"]), type(read[2])] == [int, float, dict]
+    assert msgpack.packb(read[3]) == msgpack.packb(_nested(1024))  # the reader's deepest: read back
 
 
 def test_a_record_longer_than_the_limit_is_refused_at_append(tmp_path):
@@ -278,10 +314,12 @@ def test_records_appended_but_not_committed_are_dropped_at_close(tmp_path):
         journal.append("late")
 
 
+keys = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8) \
+    | st.binary(max_size=8)
 plain = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text() | st.binary(),
     lambda children: (st.lists(children, max_size=4)
-                      | st.dictionaries(st.text(max_size=8), children, max_size=4)),
+                      | st.dictionaries(keys, children, max_size=4)),
     max_leaves=12,
 )
 

@@ -1,4 +1,10 @@
-"""The messages of rung's wire protocol: two closed sets of frozen values.
+"""The messages of rung's wire protocol: two closed sets of values.
+
+They are slotted dataclasses, not frozen ones: no code changes a message once it is built (a worker's
+outbox keeps its messages as they were built until they are acknowledged), and a frozen dataclass's
+`__init__` sets each field through `object.__setattr__`: 0.8 us against 0.2 for a result's seven
+fields, about 5% of what the broker spends on a result. The algorithm's events and decisions, which
+the state keeps, are frozen.
 
 Worker to broker, every message names the worker and its incarnation (a number the worker draws when
 its process starts, so the broker can tell a restarted worker from a reconnecting one). Trial messages
@@ -17,7 +23,7 @@ from typing import Any
 # Worker -> broker ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hello:
     """First message after every (re)connect. `running` lists the attempts the worker holds: running,
     or ended with messages not yet acknowledged; `next_seqs` gives, for each of them, the seq of its
@@ -33,7 +39,7 @@ class Hello:
     next_seqs: list = field(default_factory=list)  # [[trial, attempt, seq], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Heartbeat:
     """Sent from the worker's own loop; `running` lists the attempts it holds (running, or with
     messages not yet acknowledged), so the broker can tell a Run that never arrived."""
@@ -43,7 +49,7 @@ class Heartbeat:
     running: list = field(default_factory=list)  # [[trial, attempt], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Result:
     worker: str
     incarnation: int
@@ -54,7 +60,7 @@ class Result:
     metrics: dict
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CheckpointBegin:
     """An upload of `size` bytes with sha256 `digest` starts under the worker's name `upload`.
     Begin and chunks are idempotent; the upload counts once its `CheckpointEnd` is acknowledged."""
@@ -69,7 +75,7 @@ class CheckpointBegin:
     digest: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CheckpointChunk:
     """Bytes of an upload at `offset`; the bytes travel in their own frame."""
 
@@ -80,7 +86,7 @@ class CheckpointChunk:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CheckpointEnd:
     worker: str
     incarnation: int
@@ -91,7 +97,7 @@ class CheckpointEnd:
     step: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ended:
     """An attempt ended: `outcome` is "finished" or "failed", with a human reason."""
 
@@ -104,7 +110,7 @@ class Ended:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Fetch:
     """Asks for `length` bytes of the stored checkpoint `key` from `offset`."""
 
@@ -115,14 +121,14 @@ class Fetch:
     length: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Goodbye:
     worker: str
     incarnation: int
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Query:
     """From any client (`rung status ADDR`), not only workers: the broker answers with a Report."""
 
@@ -130,7 +136,7 @@ class Query:
 # Broker -> worker ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Welcome:
     """Answers Hello: how often to heartbeat, and after how long without a message the broker
     declares the worker lost."""
@@ -140,21 +146,21 @@ class Welcome:
     liveness: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pong:
     """Answers Heartbeat, so that a worker hears from a live broker even when nothing happens."""
 
     worker: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Rejoin:
     """The broker does not know this worker (it restarted, or declared the worker lost): say hello."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Run:
     """Run one attempt of a trial up to `budget`, resuming from checkpoint `checkpoint` (a key to
     fetch, `checkpoint_size` bytes, taken at `checkpoint_step`) when one is given."""
@@ -170,14 +176,14 @@ class Run:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Stop:
     trial: int
     attempt: int
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ack:
     """Every trial message of the attempt up to `seq` is journaled: the worker may forget them."""
 
@@ -186,7 +192,7 @@ class Ack:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Chunk:
     """Bytes of a stored checkpoint at `offset`, in their own frame; empty at the end."""
 
@@ -195,19 +201,19 @@ class Chunk:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Error:
     """The broker could not accept a message; `reason` names the problem."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Shutdown:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Report:
     """Answers Query: the study's summary as plain data (see rung/summary.py)."""
 
