@@ -372,10 +372,13 @@ class Broker:
         if not self._owns(route, message):
             return
         key = (message.trial, message.attempt)
-        # An attempt this broker ran counts from seq 1; one it inherited from the journal (which keeps
-        # no seqs) from what its worker's hello said, else from the first message it gets (a worker
-        # sends nothing after a hello before the welcome, and then its whole outbox, oldest first).
-        last = self.seqs.setdefault(key, _before(message.seq))
+        last = self.seqs.get(key)
+        if last is None:
+            # An attempt this broker ran counts from seq 1; one it inherited from the journal (which
+            # keeps no seqs) from what its worker's hello said, else from the first message it gets
+            # (a worker sends nothing after a hello before the welcome, and then its whole outbox,
+            # oldest first).
+            last = self.seqs[key] = _before(message.seq)
         if message.seq > last + 1:
             self._ask_resend(route, message.worker, now)
             return
