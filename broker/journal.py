@@ -20,8 +20,8 @@ Theory of operation.
   marked them clean, so a second fsync can succeed with the data lost; the journal therefore refuses
   every later call, the broker stops, and a restart recovers from what the file really holds.
 - Recovery on open reads records in order up to the first frame that is not valid: its length runs past
-  the end of the file or past `max_record`, its checksum does not match, or its payload is not plain
-  data. If no valid frame starts anywhere after it, the rest is a torn tail, a commit that a crash cut
+  the end of the file or past `max_record`, its checksum does not match, or its payload does not
+  unpack. If no valid frame starts anywhere after it, the rest is a torn tail, a commit that a crash cut
   short and whose effects therefore never left the broker: it is copied aside to
   `<journal>.torn-<offset>` and the journal is truncated there. If a valid frame does follow, the
   damage is not a crash's; replaying around it would silently drop history, so the journal refuses to
