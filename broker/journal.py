@@ -6,10 +6,11 @@ Layout, every integer big-endian:
     record = payload length u32 | CRC-32 of the payload u32 | payload
 
 A payload is the msgpack encoding of one plain-data value: None, bools, ints, floats, strings, bytes,
-lists, and maps keyed by those scalars. `append` refuses whatever msgpack could not read back as it was
-written (only tuples become lists, and subclasses of these types their base type), so a record that
-was accepted is a record the next `open` reads; nothing in a payload names a Python class, so a
-journal never revives an object.
+lists, and maps keyed by those scalars. msgpack writes tuples as lists, subclasses of these types as
+their base type and other bytes-like values as bytes; `append` refuses what it cannot write and what
+its reader would refuse (a tuple as a map key, nesting past the reader's limit), so a record that was
+accepted is a record the next `open` reads. Nothing in a payload names a Python class, so a journal
+never revives an object (msgpack's own ExtType and Timestamp values read back as themselves).
 
 Theory of operation.
 
@@ -153,13 +154,13 @@ class Journal:
             except TypeError as exc:
                 raise ValueError(f"record holds no plain data: {exc}") from None
             read_back = True
+        if len(payload) > self.max_record:
+            raise ValueError(f"record encodes to {len(payload)} bytes, but must be <= {self.max_record}")
         if read_back:
             try:
                 _decode(payload)
             except ValueError as exc:
                 raise ValueError(f"record would not read back: {exc}") from None
-        if len(payload) > self.max_record:
-            raise ValueError(f"record encodes to {len(payload)} bytes, but must be <= {self.max_record}")
         self._pending.append(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
 
     def commit(self) -> None:
@@ -359,8 +360,10 @@ def _encode(packer: msgpack.Packer, record: Any) -> bytes:
         return packer.pack(record)
     except OverflowError:
         raise ValueError("record holds an integer out of range: integers must fit 64 bits") from None
-    except ValueError as exc:  # a lone surrogate, or nested past msgpack's own limit
-        raise ValueError(f"record cannot be encoded: {exc}") from None
+    except TypeError:
+        raise
+    except Exception as exc:  # a lone surrogate, nesting past msgpack's limit, an odd buffer or mapping
+        raise ValueError(f"record cannot be encoded: {type(exc).__name__}: {exc}") from None
 
 
 def _decode(payload) -> Any:

@@ -265,8 +265,9 @@ def _nested(depth: int) -> list:
     (2**64, "must fit 64 bits"),
     ([2**64, (1,)], "must fit 64 bits"),
     ("\ud800", "cannot be encoded"),
+    ([memoryview(b"abcd")[::2]], "cannot be encoded: BufferError"),
 ], ids=["set", "object", "tuple-key", "past-reader-nesting", "past-packer-nesting", "huge-int",
-        "huge-int-beside-tuple", "surrogate"])
+        "huge-int-beside-tuple", "surrogate", "strided-buffer"])
 def test_a_record_that_would_not_read_back_is_refused_at_append(tmp_path, record, message):
     with Journal.open(tmp_path / "journal", STUDY) as journal:
         with pytest.raises(ValueError, match=message):

@@ -597,3 +597,45 @@ def test_a_message_over_another_connection_than_the_hellos_does_not_take_the_wor
         current.close()
         stale.close()
     assert broker.results()[0]["status"] == "completed" and broker.results()[0]["attempts"] == 1
+
+
+def test_a_sweep_stops_at_its_byte_bound_so_checkpoint_chunks_never_pile_up(tmp_path, monkeypatch):
+    # An upload's chunks queue up while the broker is busy; one sweep must not take them all into
+    # memory at once (an iteration's batch is otherwise hundreds of messages).
+    import hashlib
+
+    from rung.broker.broker import SWEEP_BYTES
+
+    held = []
+    take = Broker._take
+
+    def recording(self, sock):
+        batch = take(self, sock)
+        held.append(sum(len(message[-1]) for message in batch))
+        return batch
+
+    monkeypatch.setattr(Broker, "_take", recording)
+    study = Study(CURVE, {"x": grid([0.1])}, "grid", {"budget": 3})
+    broker = Broker(study, tmp_path, **FAST).start()
+    sock = peer(broker.address)
+    chunk = p.codec.MAX_DATA
+    data = os.urandom(10 * chunk)
+    messages = [p.CheckpointBegin("w", 1, 0, 1, "up-1", 1.0, len(data), hashlib.sha256(data).hexdigest())]
+    messages += [p.CheckpointChunk("w", 1, "up-1", offset, data[offset:offset + chunk])
+                 for offset in range(0, len(data), chunk)]
+    messages.append(p.CheckpointEnd("w", 1, 0, 1, 1, "up-1", 1.0))
+    try:
+        sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [])))
+        replies(sock, p.Run)
+        with broker._lock:  # the loop stalls after one sweep: the rest of the upload queues
+            for message in messages:
+                sock.send_multipart(p.encode(message))
+            time.sleep(1.0)
+        assert [m.seq for m in replies(sock, p.Ack) if isinstance(m, p.Ack)] == [1]
+    finally:
+        broker.stop()
+        broker.wait(10)
+        sock.close()
+    assert SWEEP_BYTES <= max(held) < SWEEP_BYTES + chunk
+    stored = [event for event, _ in _records(tmp_path) if event[0] == "checkpoint"]
+    assert (tmp_path / "checkpoints" / stored[0][4]).read_bytes() == data
