@@ -19,7 +19,6 @@ from .events import (
     WorkerLost,
     WorkerReady,
 )
-from .fire_pbt import FirePBT
 from .halving import hyperband_brackets, sha_rungs
 from .median_stopping import MedianStopping
 from .pbt import PBT
@@ -28,6 +27,20 @@ from .space import Space, choice, grid, loguniform, randint, uniform
 from .state import State, Trial, TrialStatus
 from .step import replay, step
 from .successive_halving import Hyperband, SuccessiveHalving
+
+
+
+def __getattr__(name: str):
+    # FIRE PBT fits its learning curves with scipy, 0.75 s of imports: it is imported on first use,
+    # since a trainable's module that imports the space helpers (`from rung import choice`) is
+    # imported again in every trial process, at every dispatch.
+    if name == "FirePBT":
+        from .fire_pbt import FirePBT
+
+        globals()[name] = FirePBT
+        return FirePBT
+    raise AttributeError(f"module 'rung.algorithms' has no attribute {name!r}")
+
 
 __all__ = [
     "ASHA", "Algorithm", "AsyncHyperband", "AttemptFailed", "AttemptFinished", "CheckpointStored",

@@ -47,6 +47,14 @@ def run(config, budget, checkpoint=None, checkpoint_step=0):
     return trial
 
 
+def test_the_bundled_file_read_directly_is_what_load_digits_gives():
+    from sklearn.datasets import load_digits
+
+    features, labels = digits_mlp._digits()
+    digits = load_digits()
+    assert np.array_equal(features, digits.data) and np.array_equal(labels, digits.target)
+
+
 def test_the_data_split_is_fixed_and_scaled():
     x_train, y_train, x_val, y_val = digits_mlp.load_data()
     assert x_train.shape == (1397, 64) and x_val.shape == (400, 64)
