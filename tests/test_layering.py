@@ -59,3 +59,16 @@ def top_level_imports(folder):
 def test_the_runtime_imports_point_one_way(folder, forbidden):
     for path, line, module in top_level_imports(folder):
         assert not module.startswith(forbidden), f"{path.relative_to(ROOT)}:{line} imports {module}"
+
+
+def test_a_trainables_module_importing_the_space_helpers_pays_for_no_scipy():
+    # Every attempt imports its trainable's module in a fresh process; scipy (FIRE PBT's curve fits)
+    # would add about 0.75 s to each dispatch.
+    import subprocess
+    import sys
+
+    code = ("import sys; from rung import choice, loguniform, randint, uniform; import rung.worker.child; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'sklearn')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=pathlib.Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "[]"
