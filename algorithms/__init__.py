@@ -29,7 +29,6 @@ from .step import replay, step
 from .successive_halving import Hyperband, SuccessiveHalving
 
 
-
 def __getattr__(name: str):
     # FIRE PBT fits its learning curves with scipy, 0.75 s of imports: it is imported on first use,
     # since a trainable's module that imports the space helpers (`from rung import choice`) is

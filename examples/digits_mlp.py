@@ -135,7 +135,8 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     importing scikit-learn: importing `sklearn.datasets` costs about 0.8 s, which every trial process
     would pay at every dispatch. `load_digits` itself where the file is not where it is looked for."""
     spec = importlib.util.find_spec("sklearn")
-    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+    folders = spec.submodule_search_locations if spec is not None else None
+    for folder in folders or []:
         path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
         if os.path.exists(path):
             data = np.loadtxt(path, delimiter=",")

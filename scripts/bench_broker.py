@@ -23,11 +23,11 @@ with rung.sockets' calls on both sides (the broker's loop: poll, then take messa
 no enum flags, no RCVMORE lookup per frame), the calls the broker, the workers and the fleet use: on
 this machine it is nearly twice the echo of pyzmq's send_multipart/recv_multipart, so the shares
 against it are printed too, for comparison; the target is judged against the pyzmq echo, the issue's
-"raw pyzmq round trip". One at a time: LATENCY_ROUNDS round
-trips, each sent after the previous came back, RAW_REPEATS times with a fresh server; median and 99th
-percentile microseconds. On this virtual machine a ping-pong between processes on the same core and one across
-cores (a cross-vCPU wake-up) differ by about 3x, so the repeats may disagree. Both sides are Python
-(pyzmq), as the broker and the workers are, so this is the ceiling of a Python loop that did no work.
+"raw pyzmq round trip". One at a time: LATENCY_ROUNDS round trips, each sent after the previous came
+back, RAW_REPEATS times with a fresh server; median and 99th percentile microseconds. On this virtual
+machine a ping-pong between processes on the same core and one across cores (a cross-vCPU wake-up)
+differ by about 3x, so the repeats may disagree. Both sides are Python (pyzmq), as the broker and the
+workers are, so this is the ceiling of a Python loop that did no work.
 
 Part 2, the broker's sustained results/s with the journal on. The broker runs as it is deployed, its
 own process (`python -m rung broker --study FILE --dir DIR --bind tcp://127.0.0.1:0`, heartbeat 0.5 s,
@@ -1007,15 +1007,11 @@ def report(raw, throughput, real, protocol, startup, memory, quick, walls) -> di
     print(f"Part 1: raw pyzmq ROUTER/DEALER over {HOST}, echo server in its own process, frames "
           f"{raw['payload_bytes']} bytes; pipelined rows are repeats, each with a fresh server")
     print()
-    rows = [[f"pipelined, echo each (repeat {i + 1})", WINDOW_RAW, fmt(r["seconds"]), round(r["per_s"]),
+    pipelined_modes = (("echo each", "echo_repeats"), ("echo each, rung.sockets calls", "rung_calls_repeats"),
+                       ("one reply per drained batch", "batched_repeats"))
+    rows = [[f"pipelined, {mode} (repeat {i + 1})", WINDOW_RAW, fmt(r["seconds"]), round(r["per_s"]),
              None, None, cores(r["server_cpu"]), cores(r["client_cpu"]), cores(r["other_cpu"])]
-            for i, r in enumerate(raw["echo_repeats"])]
-    rows += [[f"pipelined, echo each, rung.sockets calls (repeat {i + 1})", WINDOW_RAW, fmt(r["seconds"]),
-              round(r["per_s"]), None, None, cores(r["server_cpu"]), cores(r["client_cpu"]),
-              cores(r["other_cpu"])] for i, r in enumerate(raw["rung_calls_repeats"])]
-    rows += [[f"pipelined, one reply per drained batch (repeat {i + 1})", WINDOW_RAW, fmt(r["seconds"]),
-              round(r["per_s"]), None, None, cores(r["server_cpu"]), cores(r["client_cpu"]),
-              cores(r["other_cpu"])] for i, r in enumerate(raw["batched_repeats"])]
+            for mode, key in pipelined_modes for i, r in enumerate(raw[key])]
     rows += [[f"one at a time (repeat {i + 1})", 1, None, round(r["per_s"]), fmt(r["median_us"], 1),
               fmt(r["p99_us"], 1), None, None, None] for i, r in enumerate(raw["latency_repeats"])]
     print(table(["mode", "in flight", "seconds", "round trips/s", "median us", "p99 us", "server CPU",
