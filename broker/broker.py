@@ -342,7 +342,7 @@ class Broker:
         for trial, attempt, seq in hello.next_seqs:
             # An attempt inherited from the journal, which keeps no seqs: its messages are taken from
             # the worker's first unacknowledged one, so that one lost on the way shows as a gap.
-            if self.assigned.get((trial, attempt), ("",))[0] == hello.worker:
+            if self._holder(trial, attempt) == hello.worker:
                 self.seqs.setdefault((trial, attempt), _before(seq))
         self._send(route, p.Welcome(hello.worker, self.heartbeat, self.liveness))
         if hello.worker not in self.state.workers:
@@ -355,7 +355,7 @@ class Broker:
         held = {(t, a) for t, a in running}
         expected = self._expected(worker)
         for trial, attempt in held - {expected}:
-            if self.assigned.get((trial, attempt), ("",))[0] == worker:
+            if self._holder(trial, attempt) == worker:
                 self._send(self.registry.route(worker), p.Stop(trial, attempt, "superseded"))
         if expected is None or expected in held:
             return
@@ -370,9 +370,13 @@ class Broker:
         tid = self.state.workers.get(worker)
         return None if tid is None else (tid, self.state.trials[tid].attempt)
 
+    def _holder(self, trial: int, attempt: int) -> str | None:
+        """The worker the attempt was given to, or None if it never was."""
+        given = self.assigned.get((trial, attempt))
+        return None if given is None else given[0]
+
     def _owns(self, route: bytes, message) -> bool:
-        key = (message.trial, message.attempt)
-        if self.assigned.get(key, ("",))[0] != message.worker:
+        if self._holder(message.trial, message.attempt) != message.worker:
             self._send(route, p.Error(f"trial {message.trial} attempt {message.attempt} was never "
                                       f"given to worker {message.worker!r}"))
             return False
