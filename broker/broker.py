@@ -25,11 +25,12 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
+import sys
 import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import zmq
 
@@ -73,6 +74,7 @@ BATCH_MIN = 512
 BATCH_PER_WORKER = 16
 SWEEP_BYTES = 8 << 20  # a batch holds at most two checkpoint chunks of the largest size (4 MiB)
 CHUNK = 1 << 20  # bytes per checkpoint chunk sent to a worker
+MAX_REFUSALS = 3  # times one upload may fail its checks before its attempt fails
 COLLECT_EVERY = 10.0  # seconds between checkpoint garbage collections
 
 
@@ -97,7 +99,7 @@ def check_bind(address: str, insecure: bool, curve: str | Path | None = None) ->
 class Broker:
     def __init__(self, study: Study, directory: str | Path, *, bind: str = "tcp://127.0.0.1:0",
                  heartbeat: float = 0.5, liveness: float = 5.0, insecure: bool = False,
-                 curve: str | Path | None = None, linger: float = 2.0):
+                 curve: str | Path | None = None, linger: float = 2.0, log: TextIO | None = sys.stderr):
         check_bind(bind, insecure, curve)
         if not 0 < heartbeat < liveness:
             raise ValueError(f"`heartbeat` is {heartbeat!r}, but must be > 0 and < liveness ({liveness!r})")
@@ -108,12 +110,14 @@ class Broker:
         self.liveness = liveness
         self.linger = linger
         self.curve = curve
+        self.log = log
         self.algorithm = study.build()
         self.address: str | None = None
         self._lock = threading.Lock()  # guards the state against readers in other threads
         self._ready = threading.Event()
         self._done = threading.Event()
         self._stopping = False
+        self._dismiss: str | None = None  # why workers are told to leave when the loop stops
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.state = self.algorithm.initial_state(study.seed)
@@ -151,7 +155,11 @@ class Broker:
             raise self._error
         return done
 
-    def stop(self) -> None:
+    def stop(self, dismiss: str | None = "the broker was stopped") -> None:
+        """End the loop. Its workers hear Shutdown with `dismiss` as the reason and exit; with None
+        they keep reconnecting until a broker serves the study again (`rung broker` under SIGTERM:
+        the head node's broker may be restarting)."""
+        self._dismiss = dismiss
         self._stopping = True
 
     @property
@@ -213,6 +221,7 @@ class Broker:
         self.acks: dict[tuple[bytes, int, int], int] = {}
         self.bad: dict[bytes, int] = {}
         self.resend_asked: dict[str, float] = {}  # worker -> when it was last asked to send again
+        self.refusals: dict[str, int] = {}  # upload -> times its end failed the store's checks
         self._collected_at = time.monotonic()
         records = self.journal.records
         if not records:
@@ -241,6 +250,7 @@ class Broker:
             if self.curve is not None:
                 authenticator = secure_broker(sock, self.curve)
             sock.bind(self.bind)
+            self._sock = sock
             self.address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._ready.set()
             poller = zmq.Poller()
@@ -262,6 +272,10 @@ class Broker:
                     finished_at = finished_at or now
                     if now - finished_at >= self.linger or not self.registry.entries:
                         break
+            if self._dismiss is not None and not self.state.finished:
+                for entry in self.registry.entries.values():
+                    self._send(entry.route, p.Shutdown(self._dismiss))
+                self._flush(sock)
         finally:
             sock.close(linger=int(self.linger * 1000))
             if authenticator is not None:
@@ -338,7 +352,16 @@ class Broker:
         if self.state.finished:
             self._send(route, p.Shutdown(self.state.finish_reason))
             return
-        self.registry.hello(hello.worker, hello.incarnation, route, now, hello.accelerator, hello.host)
+        holder = self.registry.holder(hello.worker, hello.incarnation, now)
+        if holder is not None and self._connected(holder.route):
+            reason = (f"the name {hello.worker!r} belongs to a live worker on {holder.host or '?'} "
+                      f"(pid {holder.pid}); give each worker a name of its own (--name)")
+            self._say(f"refused a second worker {hello.worker!r} on {hello.host or '?'} (pid {hello.pid}): "
+                      f"{reason}")
+            self._send(route, p.Refused(reason))
+            return
+        self.registry.hello(hello.worker, hello.incarnation, route, now, hello.accelerator, hello.host,
+                            hello.pid)
         for trial, attempt, seq in hello.next_seqs:
             # An attempt inherited from the journal, which keeps no seqs: its messages are taken from
             # the worker's first unacknowledged one, so that one lost on the way shows as a gap.
@@ -346,17 +369,42 @@ class Broker:
                 self.seqs.setdefault((trial, attempt), _before(seq))
         self._send(route, p.Welcome(hello.worker, self.heartbeat, self.liveness))
         if hello.worker not in self.state.workers:
+            # New, or declared lost and back (a freeze, a healed partition): whatever it still runs
+            # was retried or given up, and is stopped before it takes new work.
+            self._stop_unexpected(hello.worker, hello.running, None)
             self._step(WorkerJoined(hello.worker, time=time.time()), now)
         else:
             self._reconcile(hello.worker, hello.running, now)
+
+    def _connected(self, route: bytes) -> bool:
+        """Whether ZeroMQ still has a connection for `route`. A peer whose process died has none (its
+        kernel closed the socket), so a worker restarted under its name takes it over at once; a live
+        one only hears a Pong, which it ignores."""
+        try:
+            sockets.send(self._sock, [route, *p.encode(p.Pong(""))])
+        except zmq.ZMQError as error:
+            return error.errno != zmq.EHOSTUNREACH
+        return True
+
+    def _stop_unexpected(self, worker: str, running: list, expected: tuple[int, int] | None) -> None:
+        """Stop every attempt the worker holds that was given to it and is not the one expected of it
+        now (its worker was declared lost and the attempt retried, or the trial was stopped)."""
+        entry = self.registry.entries.get(worker)
+        for trial, attempt in running:
+            if (trial, attempt) != expected and self._holder(trial, attempt) == worker:
+                self._stop_once(entry, trial, attempt)
+
+    def _stop_once(self, entry, trial: int, attempt: int) -> None:
+        """Stop, said once per connection: a stale attempt's every message would otherwise bring one."""
+        if entry is not None and (trial, attempt) not in entry.stopped:
+            entry.stopped.add((trial, attempt))
+            self._send(entry.route, p.Stop(trial, attempt, "the broker no longer expects this attempt"))
 
     def _reconcile(self, worker: str, running: list, now: float) -> None:
         """Square what the worker holds with what the state expects of it."""
         held = {(t, a) for t, a in running}
         expected = self._expected(worker)
-        for trial, attempt in held - {expected}:
-            if self._holder(trial, attempt) == worker:
-                self._send(self.registry.route(worker), p.Stop(trial, attempt, "superseded"))
+        self._stop_unexpected(worker, running, expected)
         if expected is None or expected in held:
             return
         sent = self.registry.entries[worker].sent.get(expected)
@@ -386,6 +434,11 @@ class Broker:
         if not self._owns(route, message):
             return
         key = (message.trial, message.attempt)
+        if self.state.workers.get(message.worker) != message.trial or \
+                self.state.trials[message.trial].attempt != message.attempt:
+            # A worker streaming results never heartbeats: its messages are where an attempt that
+            # should not run any more shows.
+            self._stop_once(self.registry.entries.get(message.worker), *key)
         last = self.seqs.get(key)
         if last is None:
             # An attempt this broker ran counts from seq 1; one it inherited from the journal (which
@@ -405,19 +458,37 @@ class Broker:
                 self._send(route, p.Error(str(error)))
                 self._ask_resend(route, message.worker, now)
                 return
-            if event is not None:  # else a refused checkpoint: the worker has its error, and it is passed over
-                self._step(event, now)
+            except CheckpointError as error:
+                event = self._refused(route, message, error, now)
+                if event is None:
+                    return
+            self._step(event, now)
             self.seqs[key] = last = message.seq
         # Seqs taken only grow, so the latest is the acknowledgement.
         self.acks[(route, message.trial, message.attempt)] = last
 
-    def _ask_resend(self, route: bytes, worker: str, now: float) -> None:
+    def _ask_resend(self, route: bytes, worker: str, now: float, again: bool = False) -> None:
         """Messages before this one never came (queued on a connection that dropped): nothing is taken
         out of order, and a hello, once per liveness window, makes the worker send everything not
-        acknowledged again, in order."""
-        if now - self.resend_asked.get(worker, -math.inf) >= self.liveness:
+        acknowledged again, in order. `again`: the worker's copy was refused, and a resend is asked
+        for at once."""
+        if again or now - self.resend_asked.get(worker, -math.inf) >= self.liveness:
             self.resend_asked[worker] = now
             self._send(route, p.Rejoin(f"messages of worker {worker!r} are missing: send them again"))
+
+    def _refused(self, route: bytes, end: p.CheckpointEnd, error: CheckpointError, now: float):
+        """An upload that failed the store's checks is never acknowledged: the worker keeps its copy
+        and sends it again. One refused MAX_REFUSALS times fails its attempt (the event returned)."""
+        upload = _upload(end)
+        refusals = self.refusals[upload] = self.refusals.get(upload, 0) + 1
+        if refusals < MAX_REFUSALS:
+            self._send(route, p.Error(f"{error}; send the checkpoint again"))
+            self._ask_resend(route, end.worker, now, again=True)
+            return None
+        del self.refusals[upload]
+        reason = f"its checkpoint at step {end.step:g} was refused {refusals} times: {error}"
+        self._send(route, p.Stop(end.trial, end.attempt, reason))
+        return AttemptFailed(end.trial, end.attempt, reason, time=time.time())
 
     def _event(self, route: bytes, message):
         stamp = time.time()
@@ -425,8 +496,10 @@ class Broker:
             case p.Result(trial=t, attempt=a, step=at, metrics=metrics):
                 return ResultReported(t, a, at, metrics, time=stamp)
             case p.CheckpointEnd(trial=t, attempt=a, step=at):
-                key = self._store(route, self.store.finish, _upload(message))
-                return None if key is None else CheckpointStored(t, a, at, key, time=stamp)
+                key = self.store.finish(_upload(message))
+                if self.refusals:
+                    self.refusals.pop(_upload(message), None)
+                return CheckpointStored(t, a, at, key, time=stamp)
             case p.Ended(trial=t, attempt=a, outcome="finished"):
                 return AttemptFinished(t, a, time=stamp)
             case p.Ended(trial=t, attempt=a, reason=reason):
@@ -435,8 +508,6 @@ class Broker:
     def _store(self, route: bytes, operation, *args):
         try:
             return operation(*args)
-        except CheckpointIncomplete:
-            raise
         except CheckpointError as error:
             self._send(route, p.Error(str(error)))
             return None
@@ -474,6 +545,10 @@ class Broker:
         size = self.store.size(key) if key is not None and self.store.exists(key) else 0
         return p.Run(decision.trial, decision.attempt, self.study.trainable, dict(decision.config),
                      decision.budget, key, trial.checkpoint_step if key else 0.0, size, decision.reason)
+
+    def _say(self, text: str) -> None:
+        if self.log is not None:
+            print(f"rung broker: {text}", file=self.log, flush=True)
 
     def _send(self, route: bytes | None, message) -> None:
         if route is not None:

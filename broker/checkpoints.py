@@ -96,7 +96,7 @@ class CheckpointStore:
         self._temporaries = self.directory / "tmp"
         self._uploads: dict[str, _Upload] = {}
         self._finished: dict[str, str] = {}  # upload -> key, to answer a repeated `begin` or `finish`
-        self._refused: set[str] = set()  # uploads whose `begin` was refused for good
+        self._refused: dict[str, str] = {}  # uploads whose `begin` was refused for good -> why
         for folder in (self.directory, self._temporaries):
             if not folder.is_dir():
                 folder.mkdir(parents=True, exist_ok=True)
@@ -126,9 +126,9 @@ class CheckpointStore:
             current = self._uploads.get(upload)
             if current is not None and current.declared != declared:
                 raise CheckpointError(f"upload {upload} is already in progress with other arguments")
-        except CheckpointError:
-            # Refused for good: its `finish` must say so, not ask for the bytes again.
-            self._refused.add(upload)
+        except CheckpointError as error:
+            # Refused for good: its `finish` must say so and why, not ask for the bytes again.
+            self._refused[upload] = str(error)
             raise
         if current is not None:
             current.touched = time.monotonic()
@@ -199,7 +199,7 @@ class CheckpointStore:
             if key is not None and self.exists(key):
                 return key
             if upload in self._refused:
-                raise CheckpointError(f"upload {upload} was refused at its begin")
+                raise CheckpointError(f"refused at its begin: {self._refused[upload]}")
             raise CheckpointIncomplete(f"no upload {upload} in progress")
         try:
             if current.written != current.size:

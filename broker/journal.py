@@ -111,15 +111,9 @@ class Journal:
         try:
             data = _read_all(fd)
             start = _check_header(path, data, study_id)
-            records, end = _read_records(data, start, max_record)
+            records, end = _whole_records(path, data, start, max_record, "refusing to start")
             torn = None
             if end < len(data):
-                follower = _next_valid_frame(data, end + 1, max_record)
-                if follower is not None:
-                    raise JournalCorrupt(
-                        f"journal {path}: record at byte {end} is corrupt and valid records follow it "
-                        f"(the next at byte {follower}); refusing to start (move the file aside to "
-                        "start over)", path, end)
                 torn = _keep_aside(path, data[end:], end)
                 os.ftruncate(fd, end)
                 os.fsync(fd)
@@ -217,7 +211,20 @@ def read_records(path: str | os.PathLike, *, max_record: int = MAX_RECORD) -> li
     (length,) = _VERSION.unpack_from(data, len(MAGIC) + 2)
     study_id = data[len(MAGIC) + 4:len(MAGIC) + 4 + length].decode("utf-8", "replace")
     start = _check_header(path, data, study_id)
-    return _read_records(data, start, max_record)[0]
+    return _whole_records(path, data, start, max_record, "showing none of it")[0]
+
+
+def _whole_records(path: Path, data: bytes, start: int, max_record: int, action: str) -> tuple[list, int]:
+    """The records and where they end; raises JournalCorrupt if a damaged record has valid records
+    after it (bytes after the last whole record and no valid frame are a torn tail)."""
+    records, end = _read_records(data, start, max_record)
+    if end < len(data):
+        follower = _next_valid_frame(data, end + 1, max_record)
+        if follower is not None:
+            raise JournalCorrupt(
+                f"journal {path}: record at byte {end} is corrupt and valid records follow it (the "
+                f"next at byte {follower}); {action} (move the file aside to start over)", path, end)
+    return records, end
 
 
 def _create(path: Path, study_id: str) -> None:

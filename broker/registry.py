@@ -18,7 +18,9 @@ class Entry:
     last_seen: float
     accelerator: str = ""
     host: str = ""
+    pid: int = 0
     sent: dict[tuple[int, int], float] = field(default_factory=dict)  # (trial, attempt) -> Run sent
+    stopped: set[tuple[int, int]] = field(default_factory=set)  # attempts told to stop on this connection
 
 
 class Registry:
@@ -32,14 +34,22 @@ class Registry:
         """A worker the journal says was connected: it has one liveness window to say hello."""
         self.entries[worker] = Entry(worker, -1, None, now)
 
-    def hello(self, worker: str, incarnation: int, route: bytes, now: float, accelerator: str,
-              host: str) -> Entry:
-        entry = Entry(worker, incarnation, route, now, accelerator, host)
+    def hello(self, worker: str, incarnation: int, route: bytes, now: float, accelerator: str = "",
+              host: str = "", pid: int = 0) -> Entry:
+        entry = Entry(worker, incarnation, route, now, accelerator, host, pid)
         old = self.entries.get(worker)
         if old is not None and old.incarnation == incarnation:
             entry.sent = old.sent
         self.entries[worker] = entry
         return entry
+
+    def holder(self, worker: str, incarnation: int, now: float) -> Entry | None:
+        """Another incarnation that holds the name `worker` and may still be alive: heard from within
+        the liveness window over a connection of its own. None if the name is free to take."""
+        entry = self.entries.get(worker)
+        if entry is None or entry.incarnation == incarnation or entry.route is None:
+            return None
+        return entry if now - entry.last_seen <= self.liveness else None
 
     def touch(self, worker: str, incarnation: int, route: bytes, now: float) -> Entry | None:
         """The entry of a worker heard from now, or None if it must say hello first: also when the

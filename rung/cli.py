@@ -8,7 +8,8 @@
     rung results DIR [--top K] [--format table|csv|json] [--schedule]
     rung simulate [--algorithm NAME] [--workers N] ...   a study on virtual workers, in simulated time
 
-Errors are one line on stderr and exit status 2.
+Errors are one line on stderr and exit status 2. SIGTERM and SIGINT end every command gracefully
+(rung/shutdown.py); the exit status is then 128 + the signal's number (143, 130).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,7 @@ from rung.algorithms import (
 )
 from rung.algorithms.benchmarks import CrossingCurves
 from rung.algorithms.simulate import Simulator
+from rung.shutdown import Interrupted, child_environment, end_with_parent, interrupt, on_signals
 from rung.study import Study
 from rung.summary import format_summary, schedule_rows, study_summary, trial_rows
 
@@ -91,6 +94,9 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--curve", help="a key directory with this worker's pair and broker.key")
     worker.add_argument("--workdir", help="where attempts run, keep logs and checkpoints until uploaded "
                         "(a fresh folder inside it, removed when the worker ends; default: $TMPDIR)")
+    worker.add_argument("--give-up", type=float, default=None, metavar="SECONDS",
+                        help="exit with an error after this long without a word from the broker "
+                        "(default: keep trying)")
 
     keys = commands.add_parser("keys", help="make CurveZMQ keys for a broker and its workers")
     keys.add_argument("dir")
@@ -177,8 +183,9 @@ def run_study(args) -> None:
     directory = Path(args.dir or Path("runs") / study.name)
     print(f"rung: study {study.name!r} ({study.algorithm}) in {directory}, {args.workers} workers",
           file=sys.stderr)
-    broker = run_local(study, directory, args.workers, progress=sys.stderr,
-                       progress_timeout=args.progress_timeout)
+    with on_signals(interrupt):
+        broker = run_local(study, directory, args.workers, progress=sys.stderr,
+                           progress_timeout=args.progress_timeout)
     print(f"finished: {broker.state.finish_reason}" if broker.finished else "stopped")
     print_results(broker.results(), study, top=10, form="table")
     schedule = broker.schedule()
@@ -198,12 +205,14 @@ def serve_broker(args) -> None:
     print(f"rung broker: serving {args.dir} on {broker.address}", file=sys.stderr, flush=True)
     began = shown = time.monotonic()
     try:
-        while not broker.wait(0.5):
-            if time.monotonic() - shown >= (0.5 if sys.stderr.isatty() else 10.0):
-                shown = time.monotonic()
-                show_progress(sys.stderr, broker, shown - began)
+        with on_signals(interrupt):
+            while not broker.wait(0.5):
+                if time.monotonic() - shown >= (0.5 if sys.stderr.isatty() else 10.0):
+                    shown = time.monotonic()
+                    show_progress(sys.stderr, broker, shown - began)
     finally:
-        broker.stop()
+        # Workers are not dismissed: they wait for this broker to be started again (or give up).
+        broker.stop(dismiss=None)
         broker.wait()
     print(f"finished: {broker.state.finish_reason}" if broker.finished else "stopped")
 
@@ -217,12 +226,8 @@ def serve_workers(args) -> None:
         if not devices:
             print("rung worker: no GPU visible; running one CPU worker", file=sys.stderr)
         elif len(devices) > 1:
-            flags = ["--progress-timeout", str(args.progress_timeout), "--stop-grace",
-                     str(args.stop_grace), *(["--curve", args.curve] if args.curve else []),
-                     *(["--workdir", args.workdir] if args.workdir else [])]
-            children = [subprocess.Popen([sys.executable, "-m", "rung", "worker", "--connect",
-                                          args.connect, "--gpu", d, *flags]) for d in devices]
-            sys.exit(max(child.wait() for child in children))
+            serve_devices(args, devices)
+            return
         gpu = devices[0] if devices else None
     else:
         gpu = args.gpu
@@ -233,12 +238,58 @@ def serve_workers(args) -> None:
         workdir = tempfile.mkdtemp(prefix="rung-worker-", dir=args.workdir)
     worker = Worker(args.connect, name=args.name, accelerator=accelerator, env=device_env(gpu),
                     workdir=workdir, progress_timeout=args.progress_timeout,
-                    stop_grace=args.stop_grace, curve=args.curve)
+                    stop_grace=args.stop_grace, curve=args.curve, give_up=args.give_up)
+    signals: list[int] = []
+
+    def leave(signum: int) -> None:
+        signals.append(signum)
+        worker.leave(signal.Signals(signum).name)
+
     try:
-        reason = worker.run()
-        print(f"rung worker {worker.name}: the study is over: {reason}", file=sys.stderr)
+        with on_signals(leave):
+            end_with_parent()
+            reason = worker.run()
     finally:
         worker.cleanup()
+    if worker.refused is not None:
+        raise ValueError(f"worker {worker.name} refused by the broker: {worker.refused}")
+    if worker.gave_up is not None:
+        raise ValueError(f"worker {worker.name} gave up: {worker.gave_up}")
+    if signals:
+        print(f"rung worker {worker.name}: left ({signal.Signals(signals[0]).name})", file=sys.stderr)
+        raise Interrupted(signals[0])
+    print(f"rung worker {worker.name}: the study is over: {reason}", file=sys.stderr)
+
+
+def serve_devices(args, devices: list[str]) -> None:
+    """One worker process per device; a signal to this parent reaches each of them once, and they
+    end with it even if it is killed."""
+    flags = ["--progress-timeout", str(args.progress_timeout), "--stop-grace", str(args.stop_grace),
+             *(["--curve", args.curve] if args.curve else []),
+             *(["--workdir", args.workdir] if args.workdir else []),
+             *(["--give-up", str(args.give_up)] if args.give_up is not None else [])]
+    env = child_environment(dict(os.environ))
+    signals: list[int] = []
+
+    def forward(signum: int) -> None:
+        signals.append(signum)
+        for child in children:
+            child.send_signal(signum)
+
+    children: list[subprocess.Popen] = []
+    with on_signals(forward):
+        for device in devices:
+            # Names are unique among live workers: each device's worker gets one of its own.
+            name = ["--name", f"{args.name}-gpu{device}"] if args.name else []
+            children.append(subprocess.Popen(
+                [sys.executable, "-m", "rung", "worker", "--connect", args.connect, "--gpu", device,
+                 *flags, *name], env=env, start_new_session=True))
+        statuses = [child.wait() for child in children]
+    if signals:
+        raise Interrupted(signals[0])
+    if any(statuses):
+        raise ValueError(f"{sum(1 for s in statuses if s)} of {len(devices)} workers failed "
+                         f"(exit statuses {statuses})")
 
 
 def load_directory(directory: str):
@@ -357,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
+    except Interrupted as stopped:
+        print(f"rung: stopped by {stopped}", file=sys.stderr)
+        return stopped.exit_status
     except KeyboardInterrupt:
         print("rung: interrupted", file=sys.stderr)
         return 130

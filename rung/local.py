@@ -3,11 +3,18 @@
 `rung run` and `rung.tune` both come here. The broker runs in a thread of this process; each worker
 is a process of its own (`python -m rung worker`), so that a crash of one worker is a crash of one
 worker. Rerunning on the same directory resumes the study from its journal.
+
+However this ends (the study finished, an exception, Ctrl-C, SIGTERM turned into `Interrupted`),
+no process is left: workers still running are told to leave (SIGTERM: each stops its attempt and
+delivers what it sent, then says goodbye), then killed if they outstay their grace; the broker
+stops last, so that what they delivered is journaled. Workers run in sessions of their own and end
+with this process even if it is killed (rung/shutdown.py).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,17 +22,20 @@ from pathlib import Path
 from typing import TextIO
 
 from rung.broker.broker import Broker
+from rung.shutdown import child_environment
 from rung.study import Study
+
+STOP_GRACE = 10.0  # seconds an attempt has to end after SIGTERM (the worker's --stop-grace)
 
 
 def worker_command(address: str, name: str, progress_timeout: float) -> list[str]:
     return [sys.executable, "-m", "rung", "worker", "--connect", address, "--name", name,
-            "--progress-timeout", str(progress_timeout)]
+            "--progress-timeout", str(progress_timeout), "--stop-grace", str(STOP_GRACE)]
 
 
 def worker_environment() -> dict[str, str]:
     # Trainables are imported by module name, as from the directory the user runs rung in.
-    env = dict(os.environ)
+    env = child_environment(dict(os.environ))
     paths = [os.getcwd(), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env
@@ -38,12 +48,13 @@ def run_local(study: Study, directory: str | Path, workers: int, *, progress: Te
     broker = Broker(study, directory, heartbeat=heartbeat, liveness=liveness).start()
     env = worker_environment()
     # A study found finished in its journal needs no worker: its results are already there.
-    processes = [] if broker.finished else [
-        subprocess.Popen(worker_command(broker.address, f"local-{i}", progress_timeout), env=env,
-                         stdin=subprocess.DEVNULL)
-        for i in range(workers)
-    ]
+    processes: list[subprocess.Popen] = []
     try:
+        if not broker.finished:
+            for i in range(workers):
+                processes.append(subprocess.Popen(
+                    worker_command(broker.address, f"local-{i}", progress_timeout), env=env,
+                    stdin=subprocess.DEVNULL, start_new_session=True))
         shown = began = time.monotonic()
         while not broker.wait(0.2):
             now = time.monotonic()
@@ -53,15 +64,26 @@ def run_local(study: Study, directory: str | Path, workers: int, *, progress: Te
         if progress is not None:
             show_progress(progress, broker, time.monotonic() - began, final=True)
     finally:
+        end_workers(processes, leave=not broker.finished, grace=STOP_GRACE + liveness)
         broker.stop()
         broker.wait()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
     return broker
+
+
+def end_workers(processes: list[subprocess.Popen], *, leave: bool, grace: float) -> None:
+    """Wait for the workers to end, after telling them to leave if `leave`; kill what outstays
+    `grace` seconds. A worker told the study is over ends by itself."""
+    if leave:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def show_progress(stream: TextIO, broker: Broker, elapsed: float, final: bool = False) -> None:

@@ -48,3 +48,37 @@ def stop(*processes: subprocess.Popen) -> None:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=10)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every living process below `pid`, found through the parents /proc names."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pids) -> set[int]:
+    """Which of `pids` still run (a zombie does not)."""
+    living = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    living.add(pid)
+        except OSError:
+            pass
+    return living

@@ -37,6 +37,7 @@ MESSAGES = {
     p.Chunk: st.builds(p.Chunk, names, ids, st.binary(max_size=64)),
     p.Error: st.builds(p.Error, names),
     p.Shutdown: st.builds(p.Shutdown, names),
+    p.Refused: st.builds(p.Refused, names),
     p.Query: st.builds(p.Query),
     p.Report: st.builds(p.Report, st.dictionaries(names, scalars, max_size=4)),
 }

@@ -179,9 +179,13 @@ def test_a_torn_last_record_is_recovered_and_a_corrupt_middle_is_refused(tmp_pat
     journal.write_bytes(bytes(data))
     with pytest.raises(JournalCorrupt, match=r"record at byte \d+ is corrupt"):
         Broker(study, tmp_path, **FAST).start()
-    cli = rung("status", str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = cli.communicate(timeout=30)
-    assert cli.returncode == 0  # status reads what is valid and changes nothing
+    # status and results say so too, rather than show the valid prefix as if it were the study.
+    for command in ("status", "results"):
+        cli = rung(command, str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = cli.communicate(timeout=30)
+        assert cli.returncode == 2 and not out
+        assert "is corrupt and valid records follow it" in err and err.count("\n") == 1
+    assert journal.read_bytes() == bytes(data)  # and change nothing
 
 
 def test_garbage_and_impostors_get_errors_and_the_study_goes_on(tmp_path):
@@ -639,3 +643,56 @@ def test_a_sweep_stops_at_its_byte_bound_so_checkpoint_chunks_never_pile_up(tmp_
     assert SWEEP_BYTES <= max(held) < SWEEP_BYTES + chunk
     stored = [event for event, _ in _records(tmp_path) if event[0] == "checkpoint"]
     assert (tmp_path / "checkpoints" / stored[0][4]).read_bytes() == data
+
+
+def test_a_checkpoint_that_fails_its_digest_is_never_acknowledged_and_fails_its_attempt_if_it_keeps_failing(tmp_path):
+    # The worker deletes its copy of a checkpoint once acknowledged, so a refused upload must never
+    # be: it is asked for again, counts once it passes, and an upload refused again and again fails
+    # its attempt with the store's reason instead of vanishing.
+    import hashlib
+
+    study = Study(CURVE, {"x": grid([0.1, 0.2])}, "grid", {"budget": 3})
+    broker = Broker(study, tmp_path, **FAST).start()
+    sock = peer(broker.address)
+    data = b"weights!" * 1000
+
+    def upload(run, name, digest):
+        sock.send_multipart(p.encode(p.CheckpointBegin("w", 1, run.trial, run.attempt, name, 1.0,
+                                                       len(data), digest)))
+        sock.send_multipart(p.encode(p.CheckpointChunk("w", 1, name, 0, data)))
+        sock.send_multipart(p.encode(p.CheckpointEnd("w", 1, run.trial, run.attempt, 1, name, 1.0)))
+
+    def hello_again(run):
+        sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [[run.trial, run.attempt]])))
+        replies(sock, p.Welcome)
+
+    try:
+        run = hello_and_run(sock)
+        upload(run, "up-1", "0" * 64)  # the bytes do not match the digest (a flipped bit on the way)
+        got = replies(sock, p.Rejoin)
+        assert any(isinstance(m, p.Error) and "SHA-256" in m.reason for m in got)
+        assert not any(isinstance(m, p.Ack) for m in got)
+        hello_again(run)
+        upload(run, "up-1", hashlib.sha256(data).hexdigest())
+        assert [m.seq for m in replies(sock, p.Ack) if isinstance(m, p.Ack)] == [1]
+        sock.send_multipart(p.encode(p.Ended("w", 1, run.trial, run.attempt, 2, "finished", "returned")))
+
+        second = next(m for m in replies(sock, p.Run) if isinstance(m, p.Run))
+        for refusal in range(3):
+            upload(second, "up-2", "0" * 64)
+            got = replies(sock, p.Rejoin) if refusal < 2 else replies(sock, p.Stop)
+            assert not any(isinstance(m, p.Ack) and m.trial == second.trial for m in got)
+            if refusal < 2:
+                hello_again(second)
+        assert any(isinstance(m, p.Stop) and m.trial == second.trial and "refused 3 times" in m.reason
+                   for m in got)
+    finally:
+        broker.stop()
+        broker.wait(10)
+        sock.close()
+    stored = [event for event, _ in _records(tmp_path) if event[0] == "checkpoint"]
+    assert len(stored) == 1 and stored[0][1] == run.trial
+    failed = broker.results()
+    trial = next(r for r in failed if r["trial"] == second.trial)
+    assert trial["status"] == "failed" and "refused 3 times" in trial["reason"]
+    assert "SHA-256" in trial["reason"]

@@ -15,12 +15,21 @@ Theory of operation. One loop polls the DEALER socket and the running attempt's 
 - Time: a heartbeat (listing the attempts held) every heartbeat interval, from this loop, so a stuck
   worker looks stuck; a progress watchdog that fails an attempt silent for `progress_timeout`; and
   when nothing is heard from the broker for its liveness window, a fresh socket and hello, after an
-  exponential back-off with jitter.
+  exponential back-off with jitter, waited for on the socket (never in a bare sleep, so a broker
+  that comes back is answered at once); `give_up` bounds how long a silent broker is waited for.
+- One attempt at a time, and only the one the broker expects: a `run` that comes while another
+  attempt still runs (the broker declared this worker lost and retried that attempt elsewhere, or
+  stopped it) stops that attempt first, and starts once it has ended.
+- Leaving (`leave`, called from a SIGTERM or SIGINT handler): the attempt is stopped (SIGTERM to its
+  group, SIGKILL after `stop_grace`), what it sent is delivered, and a `goodbye` makes the broker
+  retry the attempt elsewhere at once, from its last checkpoint: preemption costs the steps since
+  that checkpoint, and counts as a lost attempt, never as a failure.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import random
 import shutil
@@ -76,7 +85,10 @@ class Worker:
     def __init__(self, connect: str, *, name: str | None = None, accelerator: str = "cpu",
                  env: dict[str, str] | None = None, workdir: str | Path | None = None,
                  progress_timeout: float = 600.0, stop_grace: float = 10.0,
-                 max_backoff: float = 5.0, curve: str | Path | None = None, log=sys.stderr):
+                 max_backoff: float = 5.0, curve: str | Path | None = None,
+                 give_up: float | None = None, log=sys.stderr):
+        if give_up is not None and not give_up > 0:
+            raise ValueError(f"`give_up` is {give_up!r}, but must be > 0 seconds")
         self.connect = connect
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{accelerator}"
         self.incarnation = int.from_bytes(os.urandom(4), "big")
@@ -87,6 +99,7 @@ class Worker:
         self.stop_grace = stop_grace
         self.max_backoff = max_backoff
         self.curve = curve
+        self.give_up = give_up
         self.log = log
         self.heartbeat = 0.5  # until the broker's welcome says otherwise
         self.liveness = 5.0
@@ -95,10 +108,18 @@ class Worker:
         self.attempt: Attempt | None = None
         self.spare: Interpreter | None = None  # the next function attempt's interpreter, started early
         self.current: p.Run | None = None
+        self.pending: p.Run | None = None  # a run that waits for the current attempt to end
         self.failure: str | None = None  # why this worker is ending the attempt itself
         self.fetch: _Fetch | None = None
         self.done = False
         self.shutdown_reason = ""
+        self.refused: str | None = None  # why the broker would not take this worker
+        self.gave_up: str | None = None  # why this worker stopped waiting for a broker
+        self.leaving: str | None = None  # why this worker is leaving, once it is
+        self._leave_asked: str | None = None  # set by `leave`, which may run in a signal handler
+        self._leave_by: float | None = None  # when to say goodbye, delivered or not
+        # `leave` writes a byte here so that a signal wakes the loop's poll at once.
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._context = zmq.Context.instance()
         self._sock: zmq.Socket | None = None
         # Encoded messages not yet taken by the socket, oldest first; an upload is a generator.
@@ -110,6 +131,9 @@ class Worker:
         # the welcome, oldest first, it reaches a restarted broker in seq order.
         self._welcomed = False
         self._backoff = 0.1
+        self._reconnect_at: float | None = None  # a reconnect waiting out its back-off
+        self._heard_at = time.monotonic()  # when the broker was last heard from (or the worker began)
+        self._silence_told = -math.inf  # when the worker last said it cannot hear the broker
 
     # ----------------------------------------------------------------------------------------------
 
@@ -126,10 +150,21 @@ class Worker:
                 self.spare.discard()
             if self._sock is not None:
                 self._sock.close(linger=500)
+            os.close(self._wake_read)
+            os.close(self._wake_write)
         return self.shutdown_reason
 
     def stop(self) -> None:
         self.done = True
+
+    def leave(self, reason: str) -> None:
+        """Leave gracefully (see the module's docstring); safe to call from a signal handler. Asked
+        again while leaving, the attempt is killed at once."""
+        self._leave_asked = reason
+        try:
+            os.write(self._wake_write, b"!")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full: the loop is woken already
 
     def _iterate(self) -> None:
         now = time.monotonic()
@@ -137,21 +172,28 @@ class Worker:
         # While the wire is stalled, wake when the socket takes more, not to heartbeat: what waits
         # on the wire will tell the broker this worker is alive.
         poller.register(self._sock, zmq.POLLIN | (zmq.POLLOUT if self._wire else 0))
+        poller.register(self._wake_read, zmq.POLLIN)
         if self.attempt is not None:
             poller.register(self.attempt.fileno(), zmq.POLLIN)
-        wake = self._last_heard + self.liveness
+        wake = self._last_heard + self.liveness if self._reconnect_at is None else self._reconnect_at
         if not self._wire:
             wake = min(wake, self._last_sent + self.heartbeat)
         if self.attempt is not None and self.attempt.deadline is not None:
             wake = min(wake, self.attempt.deadline)
+        if self.give_up is not None:
+            wake = min(wake, self._heard_at + self.give_up)
+        if self._leave_by is not None:
+            wake = min(wake, self._leave_by)
         poller.poll(max(0, int((wake - now) * 1000)) + 1)
         now = time.monotonic()
+        self._take_signals(now)
         while True:
             try:
                 frames = sockets.receive(self._sock)
             except zmq.Again:
                 break
-            self._last_heard = now
+            self._last_heard = self._heard_at = now
+            self._reconnect_at = None
             self._backoff = 0.1
             try:
                 self._handle(p.decode(frames))
@@ -170,11 +212,78 @@ class Worker:
             self._hello()
         if not self._wire and now - self._last_sent >= self.heartbeat:
             self._send(p.Heartbeat(self.name, self.incarnation, self._held()))
-        if now - self._last_heard > self.liveness and not self.done:
-            self._say(f"no word from the broker for {self.liveness:g} s; reconnecting")
-            time.sleep(self._backoff * (1 + random.random()))
+        if self.leaving is not None:
+            self._leave_when_delivered(now)
+        if self.done:
+            return
+        if self.give_up is not None and now - self._heard_at >= self.give_up:
+            self.gave_up = (f"no word from a broker at {self.connect} for {now - self._heard_at:.0f} s "
+                            f"(--give-up {self.give_up:g}); {_UNREACHABLE}")
+            self.done = True
+        elif self._reconnect_at is not None:
+            if now >= self._reconnect_at:
+                self._reconnect_at = None
+                self._reconnect()
+        elif now - self._last_heard > self.liveness:
+            self._tell_silence(now)
+            # Waited out on the socket, not in a sleep: a broker that answers meanwhile is heard.
+            self._reconnect_at = now + self._backoff * (1 + random.random())
             self._backoff = min(self._backoff * 2, self.max_backoff)
-            self._reconnect()
+
+    def _tell_silence(self, now: float) -> None:
+        """Say the broker cannot be heard: at once, then once a minute, not at every reconnect."""
+        if now - self._silence_told < 60:
+            return
+        self._silence_told = now
+        silent = now - self._heard_at
+        self._say(f"no word from a broker at {self.connect} for {silent:.0f} s; reconnecting until one "
+                  f"answers{'' if self.give_up is None else f' (or for {self.give_up:g} s)'}. "
+                  f"{_UNREACHABLE[0].upper()}{_UNREACHABLE[1:]}")
+
+    # ----------------------------------------------------------------------------------------------
+    # Leaving.
+
+    def _take_signals(self, now: float) -> None:
+        try:
+            os.read(self._wake_read, 4096)
+        except BlockingIOError:
+            pass
+        reason, self._leave_asked = self._leave_asked, None
+        if reason is None:
+            return
+        if self.leaving is not None:  # asked twice: no more grace
+            if self.attempt is not None:
+                self.attempt.stop(0, now)
+            self._leave_by = now
+            return
+        self.leaving = reason
+        running = self.current
+        self._say(f"leaving ({reason})" + ("" if running is None else
+                  f": stopping trial {running.trial} attempt {running.attempt}, which the broker "
+                  "resumes from its last checkpoint elsewhere"))
+        self.pending = None
+        if self.spare is not None:
+            self.spare.discard()
+            self.spare = None
+        if self.attempt is not None:
+            self.attempt.stop(self.stop_grace, now)
+        elif self.fetch is not None:
+            self.fetch.handle.close()
+            self.fetch = None
+            self.current = None
+
+    def _leave_when_delivered(self, now: float) -> None:
+        """Once the attempt is gone, wait up to one liveness window for the broker to acknowledge
+        what it sent, then say goodbye (the broker retries the attempt at once) and end."""
+        if self.attempt is not None:
+            return
+        if self._leave_by is None:
+            self._leave_by = now + self.liveness
+        if (self.outbox or self._wire) and now < self._leave_by:
+            return
+        self._clear_wire()
+        self._send(p.Goodbye(self.name, self.incarnation, self.leaving))
+        self.done = True
 
     # ----------------------------------------------------------------------------------------------
     # The broker's side.
@@ -206,8 +315,9 @@ class Worker:
 
     def _held(self) -> list[list[int]]:
         held = {(o.trial, o.attempt) for o in self.outbox}
-        if self.current is not None:
-            held.add((self.current.trial, self.current.attempt))
+        for run in (self.current, self.pending):
+            if run is not None:
+                held.add((run.trial, run.attempt))
         return [list(pair) for pair in sorted(held)]
 
     def _handle(self, message) -> None:
@@ -241,6 +351,9 @@ class Worker:
                 self.done = True
                 if self.attempt is not None:
                     self.attempt.stop(0)
+            case p.Refused(reason=reason):
+                self.refused = reason
+                self.done = True
             case p.Error(reason=reason):
                 self._say(f"the broker refused a message: {reason}")
                 if self.fetch is not None and self.fetch.run.checkpoint in reason:
@@ -250,9 +363,17 @@ class Worker:
                 pass
 
     def _start(self, run: p.Run) -> None:
-        if self.current is not None:
-            self._say(f"ignored run of trial {run.trial}: attempt {self.current.attempt} of trial "
-                      f"{self.current.trial} is still running")
+        current = self.current
+        if self.leaving is not None or _same(current, run):
+            return
+        if current is not None:
+            # The broker hands work only to a worker it thinks free: it no longer expects the
+            # attempt running here, which must end before another starts.
+            if self.pending is None:
+                self._say(f"stopping trial {current.trial} attempt {current.attempt}: the broker gave "
+                          f"this worker trial {run.trial} attempt {run.attempt}")
+            self.pending = run
+            self._stop(current.trial, current.attempt)
             return
         self.current = run
         self.failure = None
@@ -293,6 +414,12 @@ class Worker:
             self._say(f"cannot start an interpreter ahead of the next attempt: {error}")
 
     def _stop(self, trial: int, attempt: int) -> None:
+        pending = self.pending
+        if pending is not None and (pending.trial, pending.attempt) == (trial, attempt):
+            self.pending = None
+            self._queue(pending, p.Ended(self.name, self.incarnation, trial, attempt, 0, "finished",
+                                         "stopped before it started"))
+            return
         current = self.current
         if current is None or (current.trial, current.attempt) != (trial, attempt):
             return
@@ -336,11 +463,17 @@ class Worker:
         outcome, reason = exited.outcome, exited.reason
         if self.failure is not None:
             outcome, reason = "failed", self.failure
-        self._queue(run, p.Ended(self.name, self.incarnation, run.trial, run.attempt, 0, outcome, reason))
+        if self.leaving is None:
+            # A worker that leaves tells no end: its goodbye makes the attempt lost, and retried.
+            self._queue(run, p.Ended(self.name, self.incarnation, run.trial, run.attempt, 0, outcome,
+                                     reason))
         if self.attempt is not None:
             self.attempt.close()
         self.attempt = None
         self.current = None
+        if self.pending is not None:
+            run, self.pending = self.pending, None
+            self._start(run)
 
     def _watch(self, now: float) -> None:
         attempt = self.attempt
@@ -445,6 +578,14 @@ class Worker:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+_UNREACHABLE = ("is a broker running there, reachable from this host? A broker that requires CurveZMQ "
+                "keys never answers a worker without them (--curve)")
+
+
+def _same(a: p.Run | None, b: p.Run) -> bool:
+    return a is not None and (a.trial, a.attempt) == (b.trial, b.attempt)
 
 
 def _with_seq(message, seq: int):

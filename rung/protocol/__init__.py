@@ -38,6 +38,10 @@ Rules:
   end that finds bytes missing (chunks lost with a dropped connection) is answered by `error` and
   `rejoin`, not acked: the worker sends the upload again after the welcome.
   Resumption fetches a stored checkpoint with `fetch`, answered by `chunk`s.
+- Worker names are unique among live workers. A hello naming a worker that another incarnation holds,
+  alive (heard from within the liveness window, its connection still up), is answered by `refused`:
+  that worker MUST exit with an error. A restarted worker (the old incarnation's connection gone, or
+  silent past the window) takes the name over at once.
 - Any client may send `query`; the broker answers `report` with the study's summary (`rung status`).
 - A message the broker cannot accept gets `error` naming the problem and changes nothing; a peer that
   keeps sending bad messages is disconnected. Nothing is ever pickled.
@@ -59,6 +63,7 @@ from .messages import (
     Hello,
     Pong,
     Query,
+    Refused,
     Rejoin,
     Report,
     Result,
@@ -71,5 +76,5 @@ from .messages import (
 __all__ = [
     "HEADER", "MAJOR", "MINOR", "SEQUENCED", "Ack", "CheckpointBegin", "CheckpointChunk",
     "CheckpointEnd", "Chunk", "Ended", "Error", "Fetch", "Goodbye", "Heartbeat", "Hello",
-    "Pong", "ProtocolError", "Query", "Rejoin", "Report", "Result", "Run", "Shutdown", "Stop", "Welcome", "decode", "encode",
+    "Pong", "ProtocolError", "Query", "Refused", "Rejoin", "Report", "Result", "Run", "Shutdown", "Stop", "Welcome", "decode", "encode",
 ]

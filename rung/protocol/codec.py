@@ -165,6 +165,7 @@ _CHECKS: dict[type, dict[str, Callable[[str, Any], Any]]] = {
     m.Chunk: dict(key=_str, offset=_int, data=_bytes),
     m.Error: dict(reason=_str),
     m.Shutdown: dict(reason=_str),
+    m.Refused: dict(reason=_str),
     m.Report: dict(summary=_map),
 }
 # The wire names of the message types: the only place a kind of message is named by a string.
@@ -173,7 +174,8 @@ _NAMES = {
     m.CheckpointBegin: "checkpoint_begin", m.CheckpointChunk: "checkpoint_chunk",
     m.CheckpointEnd: "checkpoint_end", m.Ended: "ended", m.Fetch: "fetch", m.Goodbye: "goodbye",
     m.Welcome: "welcome", m.Pong: "pong", m.Rejoin: "rejoin", m.Run: "run", m.Stop: "stop", m.Ack: "ack", m.Chunk: "chunk",
-    m.Error: "error", m.Shutdown: "shutdown", m.Query: "query", m.Report: "report",
+    m.Error: "error", m.Shutdown: "shutdown", m.Refused: "refused", m.Query: "query",
+    m.Report: "report",
 }
 _TYPES = {name: cls for cls, name in _NAMES.items()}
 _WITH_DATA = (m.CheckpointChunk, m.Chunk)  # their `data` travels as a third frame

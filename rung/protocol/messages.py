@@ -210,6 +210,16 @@ class Error:
 
 @dataclass(slots=True)
 class Shutdown:
+    """The study is over, or the broker was stopped and dismisses its workers: stop and exit."""
+
+    reason: str
+
+
+@dataclass(slots=True)
+class Refused:
+    """The broker will not take this worker (its name belongs to another live worker): exit with an
+    error, and say `reason`."""
+
     reason: str
 
 
@@ -224,5 +234,7 @@ WorkerMessage = (
     Hello | Heartbeat | Result | CheckpointBegin | CheckpointChunk | CheckpointEnd | Ended | Fetch
     | Goodbye
 )
-BrokerMessage = Welcome | Pong | Rejoin | Run | Stop | Ack | Chunk | Error | Shutdown | Report
+BrokerMessage = (
+    Welcome | Pong | Rejoin | Run | Stop | Ack | Chunk | Error | Shutdown | Refused | Report
+)
 SEQUENCED = (Result, CheckpointEnd, Ended)  # the trial messages a worker keeps until acknowledged

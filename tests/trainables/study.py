@@ -1,5 +1,7 @@
 """Trainables for the runtime tests: a learning curve over `x`, and the ways user code goes wrong."""
 
+import json
+import os
 import time
 
 
@@ -19,6 +21,10 @@ def curve(trial):
         assert start == trial.checkpoint_step, (start, trial.checkpoint_step)
     for step in range(start + 1, int(trial.budget) + 1):
         time.sleep(config.get("sleep", 0.0))
+        if "log" in config:  # who trained which step when: a test checks attempts never overlap
+            with open(config["log"], "a") as log:
+                print(json.dumps([trial.trial_id, trial.attempt, step, os.getpid(), time.time()]),
+                      file=log)
         trial.report(step, loss=(config["x"] - 0.3) ** 2 + 1.0 / step)
         trial.save({"step": step}, step=step)
 

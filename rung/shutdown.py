@@ -1,0 +1,75 @@
+"""How rung's processes end when a scheduler or a user asks: SIGTERM (Slurm's scancel, Kubernetes,
+systemd) and SIGINT (Ctrl-C) are a graceful shutdown, never a silent death that leaves processes
+behind.
+
+- `rung run` and `rung broker` turn either signal into `Interrupted`, raised in the main thread
+  where it waits for the study; their cleanup (workers told to leave, the journal committed) runs
+  in `finally` blocks on the way out.
+- `rung worker` turns it into `Worker.leave`: the worker's loop finishes what it is doing, stops its
+  attempt, delivers its messages and says goodbye (see worker/agent.py).
+- Processes that rung starts for itself (local workers, the workers of `--gpus all`) run in a
+  session of their own, so that a Ctrl-C in the terminal reaches them once, through their parent,
+  not twice; and they end when that parent dies, even by SIGKILL, because the parent hands them
+  its pid in RUNG_PARENT_PID and they ask the kernel for SIGTERM at its death (Linux).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+from collections.abc import Callable, Iterator
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+PARENT = "RUNG_PARENT_PID"
+_PR_SET_PDEATHSIG = 1
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived; a BaseException like KeyboardInterrupt, so that no `except
+    Exception` on the way swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def on_signals(action: Callable[[int], None]) -> Iterator[None]:
+    """Run `action(signum)` on SIGTERM and SIGINT while inside; the old handlers after."""
+    previous = {signum: signal.signal(signum, lambda signum, _: action(signum)) for signum in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def interrupt(signum: int) -> None:
+    """An `on_signals` action: raise `Interrupted` where the main thread is."""
+    raise Interrupted(signum)
+
+
+def child_environment(env: dict[str, str]) -> dict[str, str]:
+    """`env` for a process that must end with this one (see `end_with_parent`)."""
+    return {**env, PARENT: str(os.getpid())}
+
+
+def end_with_parent() -> None:
+    """In a process started with `child_environment`: receive SIGTERM when the parent dies. A
+    parent already gone (it died before this call) is treated the same, at once."""
+    parent = os.environ.pop(PARENT, None)
+    if parent is None or not parent.isdigit():
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent's own cleanup must do
+        return
+    if os.getppid() != int(parent):
+        os.kill(os.getpid(), signal.SIGTERM)
