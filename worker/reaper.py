@@ -60,19 +60,21 @@ def kill(token: str, leader: int) -> dict[int, int]:
     """SIGKILL every process whose environment holds `token`, and their descendants, except `leader`
     (the attempt's child, which its own Popen reaps) and this process; {pid: process group} of those
     signalled. Never blocks."""
-    table = _processes()
     entry = f"{TOKEN}={token}".encode()
+    found = [pid for pid in _pids() if _holds(pid, entry)]
+    if not found:
+        return {}  # as at most attempts' ends: no need to read every process's parent
+    table = _processes()
     children: dict[int, list[int]] = {}
     for pid, (_, parent, _) in table.items():
         children.setdefault(parent, []).append(pid)
-    found = [pid for pid, (state, _, _) in table.items() if state not in "ZX" and _holds(pid, entry)]
     seen = {os.getpid()}
     while found:
         pid = found.pop()
         if pid not in seen:
             seen.add(pid)
             found += children.get(pid, [])
-    victims = {pid: table[pid][2] for pid in seen - {leader, os.getpid()}}
+    victims = {pid: table[pid][2] for pid in seen - {leader, os.getpid()} if pid in table}
     for pid in victims:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -139,15 +141,14 @@ def _bury(pids: set[int], give_up: float) -> set[int]:
 
 def _processes() -> dict[int, tuple[str, int, int]]:
     """Every process: {pid: (state, parent, process group)}."""
+    return {pid: stat for pid in _pids() if (stat := _stat(pid)) is not None}
+
+
+def _pids() -> list[int]:
     try:
-        names = os.listdir("/proc")
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
     except OSError:
-        return {}
-    table = {}
-    for name in names:
-        if name.isdigit() and (stat := _stat(int(name))) is not None:
-            table[int(name)] = stat
-    return table
+        return []
 
 
 def _stat(pid: int) -> tuple[str, int, int] | None:
@@ -166,5 +167,5 @@ def _holds(pid: int, entry: bytes) -> bool:
     try:
         with open(f"/proc/{pid}/environ", "rb") as handle:
             return entry in handle.read().split(b"\0")
-    except OSError:  # gone, or another user's
+    except OSError:  # gone, a zombie, or another user's
         return False
