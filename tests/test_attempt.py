@@ -7,6 +7,7 @@ on the attempt's descriptor, as the worker's loop does, never for a fixed time.
 import math
 import os
 import select
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from rung.worker.attempt import (Attempt, AttemptSpec, Exited, Interpreter, Reported, Saved,
                                  function_environment)
+from rung.worker.reaper import become_subreaper, reap_orphans
 
 ROOT = Path(__file__).resolve().parent.parent
 LINES = [sys.executable, str(ROOT / "tests" / "trainables" / "lines.py")]
@@ -360,3 +362,129 @@ def test_a_discarded_interpreter_exits_and_runs_nothing(tmp_path):
 
     assert is_gone(pid) and interpreter.process.returncode is not None
     assert b"Traceback" not in (tmp_path / "interpreters.log").read_bytes()
+
+
+# -- processes that leave the attempt's process group
+
+@pytest.fixture
+def subreaper():
+    # As a worker does, so that this process adopts (and reaps) what an attempt orphans; this
+    # container's init never reaps. It lasts for the rest of the test session, which only means
+    # that orphans of later tests come to pytest rather than to init.
+    assert become_subreaper() is None
+
+
+def escaping_script(tmp_path, then="exit 0", escaped="echo $$ > $F.tmp && mv $F.tmp $F && exec sleep 300"):
+    """A command that runs `escaped` in a session of its own (so outside the attempt's process
+    group), where it writes the pid to report to the file $F; reports that pid, then does `then`."""
+    pid_file = tmp_path / "escaped.pid"
+    script = tmp_path / "escapes.sh"
+    script.write_text(
+        f"F={pid_file} setsid sh -c '{escaped}' </dev/null >/dev/null 2>&1 &\n"
+        f"while [ ! -s {pid_file} ]; do sleep 0.01; done\n"
+        f'echo "{{\\"step\\": 1, \\"pid\\": $(cat {pid_file})}}"\n'
+        f"{then}\n")
+    return ["sh", str(script)]
+
+
+def is_dead_and_reaped(pid):
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def test_a_process_that_left_the_group_of_a_finished_command_is_killed_and_reaped(start, tmp_path,
+                                                                                   subreaper):
+    attempt = start(escaping_script(tmp_path))
+    report, exited = collect(attempt)
+    escaped = int(report.metrics["pid"])
+    attempt.close()
+
+    assert exited == Exited("finished", "exit code 0; killed 1 process that had left the attempt's "
+                                        f"process group: pids {escaped}")
+    assert is_dead_and_reaped(escaped)
+
+
+def test_a_descendant_that_cleared_its_environment_dies_with_the_process_that_left_the_group(
+        start, tmp_path, subreaper):
+    attempt = start(escaping_script(
+        tmp_path, escaped="env -i sleep 300 & echo $! > $F.tmp && mv $F.tmp $F; wait"))
+    report, exited = collect(attempt)
+    attempt.close()
+
+    assert "killed 2 processes that had left" in exited.reason
+    assert is_dead_and_reaped(int(report.metrics["pid"]))
+
+
+def test_closing_a_running_attempt_kills_what_left_its_group_too(start, tmp_path, subreaper):
+    attempt = start(escaping_script(tmp_path, then="sleep 300"))
+    [report] = collect(attempt, until=Reported)
+
+    attempt.close()
+
+    assert is_dead_and_reaped(attempt.pid) and is_dead_and_reaped(int(report.metrics["pid"]))
+
+
+DAEMON = '''
+import os, time
+
+def train(trial):
+    # Daemonise as the textbook says: fork, setsid, fork again, and the first child exits.
+    read_end, write_end = os.pipe()
+    first = os.fork()
+    if first == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.write(write_end, str(os.getpid()).encode())
+            time.sleep(300)
+        os._exit(0)
+    os.waitpid(first, 0)
+    os.close(write_end)
+    trial.report(1, pid=int(os.read(read_end, 32)))
+'''
+
+
+def test_a_daemon_started_by_a_function_dies_with_its_attempt_and_nothing_else_does(
+        start, tmp_path, monkeypatch, subreaper):
+    (tmp_path / "daemonises.py").write_text(DAEMON)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spare = prepared(tmp_path)  # the worker's next interpreter, a child of this process
+    bystander = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        attempt = start("daemonises:train")
+        report, exited = collect(attempt)
+        daemon = int(report.metrics["pid"])
+        attempt.close()
+
+        assert exited.reason.startswith("returned; killed 1 process that had left")
+        assert is_dead_and_reaped(daemon)
+        assert spare.ready() and bystander.poll() is None
+    finally:
+        spare.discard()
+        bystander.kill()
+        bystander.wait()
+
+
+def test_a_process_that_left_the_group_and_exited_by_itself_is_reaped_as_an_orphan(start, tmp_path,
+                                                                                    subreaper):
+    # A subshell starts it and exits at once, so it is orphaned; it exits in turn, leaving a zombie.
+    pid_file = tmp_path / "orphan.pid"
+    script = tmp_path / "short.sh"
+    script.write_text(
+        f"( setsid sh -c 'echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file}' </dev/null & )\n"
+        f"while [ ! -s {pid_file} ]; do sleep 0.01; done\n"
+        f"pid=$(cat {pid_file})\n"
+        "while [ \"$(cut -d' ' -f3 /proc/$pid/stat)\" != Z ]; do sleep 0.01; done\n"
+        'echo "{\\"step\\": 1, \\"pid\\": $pid}"\n')
+    spare = prepared(tmp_path)
+    try:
+        attempt = start(["sh", str(script)])
+        report, exited = collect(attempt)
+        attempt.close()
+        orphan = int(report.metrics["pid"])
+        assert exited == Exited("finished", "exit code 0")
+        assert not is_dead_and_reaped(orphan)  # a zombie, adopted by this process
+
+        assert orphan in reap_orphans(keep={spare.process.pid})
+
+        assert is_dead_and_reaped(orphan) and spare.ready()
+    finally:
+        spare.discard()

@@ -10,7 +10,9 @@ last and exactly once, `Exited`.
 
 An attempt ends when its child, the group leader, exits. Before reaping it (while its pid, and so the
 group's id, cannot be reused) the worker sends SIGKILL to the group, so no straggler keeps a GPU busy
-after its attempt is over; then it reads what is left in the pipes and reports `Exited`. The child's
+after its attempt is over; then SIGKILL to every process that left the group (found by the token in
+its environment, see `rung.worker.reaper`, and named in the reason); then it reads what is left in the
+pipes and reports `Exited`. `close()` waits until all of them are dead, and looks again. The child's
 own account wins over its exit status: a function that returned has finished even if it was stopped
 on its way out.
 
@@ -32,7 +34,8 @@ Where the pipes lead:
   `log_path` whatever is not protocol, and keeps the last stderr line for the failure reason.
 - Every child gets the worker's environment, overlaid with the `env` given to the attempt (accelerator
   pinning such as CUDA_VISIBLE_DEVICES), and PYTHONUNBUFFERED=1 unless that is set already, so that a
-  Python program's output reaches the log (and the protocol) as it is printed.
+  Python program's output reaches the log (and the protocol) as it is printed, and RUNG_ATTEMPT_TOKEN,
+  which marks the attempt's processes.
 
 The command-line protocol (any language)
 ----------------------------------------
@@ -46,6 +49,9 @@ and these environment variables:
     RUNG_CHECKPOINT_DIR   a directory of this attempt's own, for the program's checkpoint files
     RUNG_RESUME_FROM      the checkpoint file to resume from; absent when starting afresh
     RUNG_RESUME_STEP      the step that checkpoint was taken at; "0" when starting afresh
+    RUNG_ATTEMPT_TOKEN    a value of this attempt's own: when the attempt ends, every process that
+                          holds it (and every descendant of one) is killed, in whatever process
+                          group or session it is
 
 The program speaks by printing lines, each a JSON object on one line, to stdout; it MUST flush
 stdout after each (PYTHONUNBUFFERED is set for Python programs):
@@ -70,7 +76,8 @@ the reason saying what was wrong, rather than losing checkpoints silently.
 The program MUST exit with status 0 when it has trained to RUNG_BUDGET, and non-zero on failure: the
 reason rung records is "exit code N" followed by the last line of stderr. When the study stops the
 trial, the program's process group receives SIGTERM, then SIGKILL after a grace period; everything in
-the group dies with it, and so does whatever is left of the group when the program exits.
+the group dies with it, and so does whatever is left of the group when the program exits, and
+whatever the program started that left the group (setsid) but kept RUNG_ATTEMPT_TOKEN.
 """
 
 from __future__ import annotations
@@ -83,13 +90,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import msgpack
 
+from rung.worker import reaper
 from rung.worker.child import FRAME_HEADER, MAX_FRAME
 
 FINISHED = "finished"
@@ -148,15 +156,17 @@ class Interpreter:
     for the attempt's spec on stdin. Starting one costs tens of milliseconds of interpreter start-up and
     imports, so a worker starts the next while the current attempt trains; `Attempt.start` takes it
     over. Until then its stdout and stderr go to `output` (the worker's interpreter log, where a failed
-    start-up is told); once it has its spec, to the attempt's log."""
+    start-up is told); once it has its spec, to the attempt's log. It holds a token of its own (see
+    `rung.worker.reaper`), which becomes its attempt's."""
 
     def __init__(self, env: dict[str, str], output: BinaryIO):
+        self.token = reaper.new_token()
         read_end, write_end = os.pipe()
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "rung.worker.child", str(write_end), str(os.getpid())],
                 stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT,
-                pass_fds=(write_end,), start_new_session=True, env=env)
+                pass_fds=(write_end,), start_new_session=True, env={**env, reaper.TOKEN: self.token})
         except BaseException:
             os.close(read_end)
             raise
@@ -234,6 +244,9 @@ class Attempt:
         self._env = dict(env)
         self._epoll = select.epoll()
         self._process: subprocess.Popen | None = None
+        self._token = ""  # the value of reaper.TOKEN in the environment of the attempt's processes
+        # {pid: process group} of the processes killed at the attempt's end; None before it.
+        self._swept: dict[int, int] | None = None
         self._pidfd: int | None = None
         self._wakeup: int | None = None  # an eventfd standing in for a child that never started
         self._readers: dict[int, Callable[[bytes], list[Message]]] = {}
@@ -295,6 +308,7 @@ class Attempt:
         if not self._leader_has_exited():
             return messages
         messages += self._read_all(now)  # what it wrote just before it ended
+        self._swept = reaper.kill(self._token, self._process.pid)
         return self._end(messages, self._ending())
 
     def stop(self, grace: float, now: float | None = None) -> None:
@@ -330,15 +344,29 @@ class Attempt:
         return self._process.pid
 
     def close(self, timeout: float = 1.0) -> None:
-        """Release the descriptors. A child still running is killed and waited for up to `timeout`
-        seconds (after that, subprocess reaps it later); the one call here that may block."""
+        """Release the descriptors. A child still running is killed, and so is every other process
+        of the attempt, and they are waited for, up to `timeout` seconds in all (after that,
+        subprocess reaps the child later); the one call here that may block."""
+        if self._epoll.closed:
+            return
+        give_up = time.monotonic() + timeout
         if self._process is not None and self._process.returncode is None:
             self._signal_group(signal.SIGKILL)
             try:
                 self._process.wait(timeout)
             except subprocess.TimeoutExpired:
                 pass
+        # A look at the end that found nothing needs no second one: only a process that holds the
+        # token can start another that does.
+        if self._process is not None and self._swept != {}:
+            left = reaper.sweep(self._token, self._process.pid, give_up - time.monotonic(),
+                                self._swept or ())
+            if left:
+                self._note(f"still alive {timeout:g} s after SIGKILL: pids {_pids(left)}")
         self._release()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         self._epoll.close()
         self._ended = True
 
@@ -357,6 +385,7 @@ class Attempt:
         if interpreter is None:
             interpreter = Interpreter(env, self._log)
         self._process = interpreter.process
+        self._token = interpreter.token
         self._watch(interpreter.take_channel(), self._on_frames)
         interpreter.begin({
             "trial": spec.trial, "attempt": spec.attempt, "trainable": spec.trainable,
@@ -367,11 +396,13 @@ class Attempt:
 
     def _start_command(self) -> None:
         spec = self.spec
+        self._token = reaper.new_token()
         env = self._environment({
             "RUNG_TRIAL": str(spec.trial), "RUNG_ATTEMPT": str(spec.attempt),
             "RUNG_BUDGET": _number_text(spec.budget), "RUNG_CONFIG": json.dumps(spec.config),
             "RUNG_CHECKPOINT_DIR": str(self._checkpoints),
             "RUNG_RESUME_STEP": _number_text(0 if spec.checkpoint is None else spec.checkpoint_step),
+            reaper.TOKEN: self._token,
         })
         env.pop("RUNG_RESUME_FROM", None)  # the worker's own environment must not make one up
         if spec.checkpoint is not None:
@@ -517,6 +548,16 @@ class Attempt:
         return True
 
     def _ending(self) -> Exited:
+        exited = self._outcome()
+        escaped = [pid for pid, group in self._swept.items() if group != self._process.pid]
+        if not escaped:
+            return exited
+        many = "es" if len(escaped) > 1 else ""
+        note = (f"killed {len(escaped)} process{many} that had left the attempt's process group: "
+                f"pids {_pids(escaped)}")
+        return Exited(exited.outcome, f"{exited.reason}; {note}"[:MAX_REASON])
+
+    def _outcome(self) -> Exited:
         if self._verdict is not None:
             return Exited(*self._verdict)
         code = self._process.returncode
@@ -543,9 +584,6 @@ class Attempt:
                 self._epoll.unregister(fd)
                 os.close(fd)
         self._pidfd = self._wakeup = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def _unwatch(self, fd: int) -> None:
         del self._readers[fd]
@@ -670,6 +708,11 @@ def _number_text(value: float) -> str:
     # "27" rather than "27.0", so that shell arithmetic on RUNG_BUDGET works for integral budgets.
     value = float(value)
     return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _pids(pids: Iterable[int]) -> str:
+    pids = sorted(pids)
+    return ", ".join(map(str, pids[:10])) + (", ..." if len(pids) > 10 else "")
 
 
 def _signal_name(signum: int) -> str:
