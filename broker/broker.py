@@ -18,6 +18,19 @@ their hello lists the attempts they hold, and attempts the state expects but the
 (retried), never duplicated. The broker holds no `if` about rungs or budgets: those are the
 algorithm's. Embedding: `Broker(study, directory).start()` runs the loop in a thread; `wait`,
 `results` and `stop` (or a `with` block) drive it from the host program.
+
+A full disk pauses the study instead of ending it. When a commit finds no space, the steps of the
+iteration are already in the state but not on disk: rather than undo them (replaying the journal,
+and unwinding the seqs and assignments they advanced), the broker keeps their records buffered in
+the journal and holds back their effects (acks, runs, stops), and takes no further step, so the
+state stays the replay of the journal plus exactly those records. Meanwhile it only keeps its
+workers: heartbeats and hellos are answered with a pong (a welcome would make a worker send its
+whole outbox again for nothing), a query with the summary and why it is paused, and nothing else is
+taken; unacknowledged, the workers keep their messages and send them again later. Every RETRY_FULL
+seconds it tries the write again; once it succeeds, the held effects leave and the loop goes on.
+No checkpoint is collected meanwhile: the journal may still name one that the state, ahead of it,
+no longer needs. A checkpoint chunk that finds no space pauses the broker the same way, until a write of its size
+succeeds (`CheckpointStore.has_room`). A failed fsync still stops the broker (see journal.py).
 """
 
 from __future__ import annotations
@@ -25,12 +38,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
+import shutil
 import sys
 import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable
 
 import zmq
 
@@ -56,8 +70,9 @@ from rung.keys import secure_broker
 from rung.study import Study
 from rung.summary import schedule_rows, study_summary, trial_rows
 
-from .checkpoints import CheckpointError, CheckpointIncomplete, CheckpointStore
-from .journal import Journal, JournalError
+from .checkpoints import CheckpointError, CheckpointIncomplete, CheckpointStore, NoSpace
+from .journal import Journal, JournalError, JournalFull
+from .limits import crowded, open_files_limit, raise_open_files_limit, workers_room
 from .lock import StudyLock
 from .registry import Registry
 
@@ -76,6 +91,13 @@ SWEEP_BYTES = 8 << 20  # a batch holds at most two checkpoint chunks of the larg
 CHUNK = 1 << 20  # bytes per checkpoint chunk sent to a worker
 MAX_REFUSALS = 3  # times one upload may fail its checks before its attempt fails
 COLLECT_EVERY = 10.0  # seconds between checkpoint garbage collections
+RETRY_FULL = 2.0  # seconds between tries of a write that found no space
+REPORT_EVERY = 60.0  # seconds before a problem of the same kind is reported again
+
+
+def say(text: str) -> None:
+    """The broker's default log: one line on stderr."""
+    print(f"rung broker: {text}", file=sys.stderr, flush=True)
 
 
 def check_bind(address: str, insecure: bool, curve: str | Path | None = None) -> None:
@@ -99,7 +121,8 @@ def check_bind(address: str, insecure: bool, curve: str | Path | None = None) ->
 class Broker:
     def __init__(self, study: Study, directory: str | Path, *, bind: str = "tcp://127.0.0.1:0",
                  heartbeat: float = 0.5, liveness: float = 5.0, insecure: bool = False,
-                 curve: str | Path | None = None, linger: float = 2.0, log: TextIO | None = sys.stderr):
+                 curve: str | Path | None = None, linger: float = 2.0,
+                 log: Callable[[str], None] = say):
         check_bind(bind, insecure, curve)
         if not 0 < heartbeat < liveness:
             raise ValueError(f"`heartbeat` is {heartbeat!r}, but must be > 0 and < liveness ({liveness!r})")
@@ -121,6 +144,8 @@ class Broker:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.state = self.algorithm.initial_state(study.seed)
+        self._full: str | None = None  # why the broker waits for disk space, while it does
+        self._reported: dict[str, float] = {}  # kind of problem -> when it was last reported
 
     # ----------------------------------------------------------------------------------------------
     # The host program's side.
@@ -166,6 +191,11 @@ class Broker:
     def finished(self) -> bool:
         return self.state.finished
 
+    @property
+    def paused(self) -> str | None:
+        """Why the broker takes no trial message now (a write waits for disk space), or None."""
+        return self._full
+
     def progress(self) -> tuple[dict[str, int], Any]:
         """(trials per status, the best trial or None): cheap enough to show twice a second."""
         with self._lock:
@@ -200,6 +230,10 @@ class Broker:
     # The loop.
 
     def _serve(self) -> None:
+        raised = raise_open_files_limit()
+        if raised is not None:
+            self.log(f"raised the limit on open files from {raised[0]} to {raised[1]}")
+        self._open_files = open_files_limit()
         self.directory.mkdir(parents=True, exist_ok=True)
         with StudyLock(self.directory):
             self.journal = Journal.open(self.directory / "journal", self.study.id)
@@ -261,11 +295,20 @@ class Broker:
                 now = time.monotonic()
                 batch = self._take(sock)
                 with self._lock:
-                    for route, *frames in batch:
-                        self._handle(route, frames, now)
-                    for worker in self.registry.expired(now):
-                        self._lose(worker, f"no message for {self.liveness:g} s", now)
-                    self.journal.commit()
+                    if self._full is None:
+                        for route, *frames in batch:
+                            self._handle(route, frames, now)
+                        for worker in self.registry.expired(now):
+                            self._lose(worker, f"no message for {self.liveness:g} s", now)
+                        self._commit(now)
+                    else:
+                        for route, *frames in batch:
+                            self._while_full(route, frames, now)
+                        if now - self._full_tried >= RETRY_FULL:
+                            self._retry_full(now)
+                if self._full is not None:
+                    self._deliver(sock)
+                    continue
                 self._flush(sock)
                 if self.state.finished:
                     # Linger so that workers still heartbeating hear Shutdown in reply.
@@ -356,7 +399,7 @@ class Broker:
         if holder is not None and self._connected(holder.route):
             reason = (f"the name {hello.worker!r} belongs to a live worker on {holder.host or '?'} "
                       f"(pid {holder.pid}); give each worker a name of its own (--name)")
-            self._say(f"refused a second worker {hello.worker!r} on {hello.host or '?'} (pid {hello.pid}): "
+            self.log(f"refused a second worker {hello.worker!r} on {hello.host or '?'} (pid {hello.pid}): "
                       f"{reason}")
             self._send(route, p.Refused(reason))
             return
@@ -546,10 +589,6 @@ class Broker:
         return p.Run(decision.trial, decision.attempt, self.study.trainable, dict(decision.config),
                      decision.budget, key, trial.checkpoint_step if key else 0.0, size, decision.reason)
 
-    def _say(self, text: str) -> None:
-        if self.log is not None:
-            print(f"rung broker: {text}", file=self.log, flush=True)
-
     def _send(self, route: bytes | None, message) -> None:
         if route is not None:
             self.outbox.append((route, p.encode(message)))
@@ -563,22 +602,98 @@ class Broker:
                 if entry.route is not None:
                     self.outbox.append((entry.route, p.encode(p.Shutdown(self.state.finish_reason))))
             self.registry.entries.clear()
+        self._deliver(sock)
+        self._collect()
+
+    def _deliver(self, sock: zmq.Socket) -> None:
         for route, frames in self.outbox:
             try:
                 sockets.send(sock, [route, *frames])
             except zmq.ZMQError:
                 pass  # gone or full: liveness and the next hello reconcile
         self.outbox.clear()
-        self._collect()
 
     def _collect(self) -> None:
-        """Remove the checkpoints nothing can need, every COLLECT_EVERY seconds."""
+        """Every COLLECT_EVERY seconds: warn if the workers connected come near the limit on open
+        files, and remove the checkpoints nothing can need. An OSError (no descriptor left, a folder
+        that cannot be read) is reported, and the collection tried again next time."""
         now = time.monotonic()
         if now - self._collected_at < COLLECT_EVERY:
             return
         self._collected_at = now
+        workers = len(self.registry.entries)
+        if crowded(workers, self._open_files):
+            self._report("open files", f"{workers} workers connected, and the limit on open files "
+                         f"({self._open_files}) leaves room for about {workers_room(self._open_files)}: "
+                         "raise it (ulimit -n) before more connect, or their connections will hang", now)
         resumed = {attempt: source for attempt, (_, source) in self.assigned.items()}
-        self.store.collect(needed_checkpoints(self.algorithm, self.state, resumed))
+        try:
+            self.store.collect(needed_checkpoints(self.algorithm, self.state, resumed))
+        except OSError as error:
+            self._report(f"collect {error.errno}", f"cannot collect checkpoints ({error.strerror}: "
+                         f"{error.filename}); trying again every {COLLECT_EVERY:g} s", now)
+
+    def _report(self, kind: str, text: str, now: float) -> None:
+        if now - self._reported.get(kind, -math.inf) >= REPORT_EVERY:
+            self._reported[kind] = now
+            self.log(text)
+
+    # ----------------------------------------------------------------------------------------------
+    # Waiting for disk space (see the module docstring).
+
+    def _commit(self, now: float) -> None:
+        try:
+            self.journal.commit()
+        except JournalFull as full:
+            self._pause(full, now)
+            return
+        if self.store.full is not None:
+            self._pause(self.store.full, now)
+
+    def _pause(self, full: JournalFull | NoSpace, now: float) -> None:
+        self._held = (self.outbox, self.acks)
+        self.outbox, self.acks = [], {}
+        self._full_since = self._full_tried = now
+        self._full = (f"disk full: cannot write {full.path} ({full.reason}), {_free_bytes(full.path)} "
+                      "bytes free there")
+        self.log(f"{self._full}; taking no trial messages until it can be written (trying again "
+                 f"every {RETRY_FULL:g} s; workers keep theirs)")
+
+    def _retry_full(self, now: float) -> None:
+        self._full_tried = now
+        try:
+            self.journal.commit()
+        except JournalFull:
+            return
+        if not self.store.has_room():
+            return
+        held, self.acks = self._held
+        self.outbox[:0] = held
+        # Runs held back leave only now: a worker gets the liveness window to list them.
+        for entry in self.registry.entries.values():
+            entry.sent = dict.fromkeys(entry.sent, now)
+        self.log(f"the write that waited for disk space for {now - self._full_since:.0f} s succeeded; "
+                 "carrying on")
+        self._full = None
+
+    def _while_full(self, route: bytes, frames: list[bytes], now: float) -> None:
+        """A message while the broker waits for disk space: only its workers are kept."""
+        try:
+            message = p.decode(frames)
+        except p.ProtocolError:
+            return
+        match message:
+            case p.Query():
+                self._send(route, p.Report({**study_summary(self.study, self.state), "paused": self._full}))
+            case p.Hello(worker=worker) if worker in self.registry.entries:
+                self.registry.hello(worker, message.incarnation, route, now, message.accelerator,
+                                    message.host)
+                self._send(route, p.Pong(worker))
+            case p.Heartbeat(worker=worker) if self.registry.touch(worker, message.incarnation, route,
+                                                                   now) is not None:
+                self._send(route, p.Pong(worker))
+            case _ if type(message) in _FROM_WORKERS:  # taken later, sent again
+                self.registry.touch(message.worker, message.incarnation, route, now)
 
 
 def needed_checkpoints(algorithm, state, resumed: dict[tuple[int, int], str | None]) -> set[str]:
@@ -590,6 +705,13 @@ def needed_checkpoints(algorithm, state, resumed: dict[tuple[int, int], str | No
         if tid is not None:
             keep.add(resumed.get((tid, state.trials[tid].attempt)))
     return keep - {None}
+
+
+def _free_bytes(path: Path) -> int | str:
+    try:
+        return shutil.disk_usage(path.parent).free
+    except OSError:
+        return "unknown"
 
 
 def _before(seq: int) -> int:

@@ -16,6 +16,10 @@ Chunks are retransmitted safely: a chunk that lies wholly within the bytes alrea
 them is a no-op. A gap or a mismatching overlap is refused and leaves the upload as it was, so the
 sender may carry on from the right offset; a failed `finish` ends the upload and removes its file.
 
+A chunk whose write finds no space (ENOSPC, or EFBIG past a file size limit) abandons its upload,
+which frees what it held, and is kept in `full`; `has_room` then tries a write of the same size at
+the same offset in a scratch file, so the broker can wait for space without holding the chunk.
+
 `collect(keep)` removes every stored checkpoint whose key is not in `keep`. The broker computes `keep`
 from a state that already holds every finished upload, so a checkpoint that a live, promotable or
 retrying trial, or a pending clone, may still need is never removed.
@@ -30,7 +34,7 @@ import re
 import time
 from pathlib import Path
 
-from .journal import fsync_directory
+from .journal import NO_SPACE, fsync_directory
 
 DEFAULT_MAX_SIZE = 4 * 1024**3  # bytes of one checkpoint
 DEFAULT_MAX_UPLOADS = 64  # uploads in progress at once; each holds an open file
@@ -65,6 +69,18 @@ def checkpoint_key(trial: int, attempt: int, step: float, digest: str) -> str:
     return f"{trial}-{attempt}-{format(step, 'g').replace('+', '')}-{digest[:16].lower()}"
 
 
+class NoSpace:
+    """A chunk write that found no space: where, how many bytes at which offset, and the error."""
+
+    __slots__ = ("path", "offset", "size", "reason")
+
+    def __init__(self, path: Path, offset: int, size: int, reason: str):
+        self.path = path
+        self.offset = offset
+        self.size = size
+        self.reason = reason
+
+
 class _Upload:
     __slots__ = ("key", "size", "digest", "declared", "temporary", "fd", "written", "hasher", "touched")
 
@@ -97,6 +113,7 @@ class CheckpointStore:
         self._uploads: dict[str, _Upload] = {}
         self._finished: dict[str, str] = {}  # upload -> key, to answer a repeated `begin` or `finish`
         self._refused: dict[str, str] = {}  # uploads whose `begin` was refused for good -> why
+        self.full: NoSpace | None = None  # the last chunk write that found no space, until `has_room`
         for folder in (self.directory, self._temporaries):
             if not folder.is_dir():
                 folder.mkdir(parents=True, exist_ok=True)
@@ -177,13 +194,11 @@ class CheckpointStore:
             raise CheckpointError(f"upload {upload}: chunk at bytes {offset}..{end} runs past the "
                                   f"declared size of {current.size} bytes")
         try:
-            view = memoryview(data)
-            at = offset
-            while view:
-                count = os.pwrite(current.fd, view, at)
-                view, at = view[count:], at + count
+            _write_all(current.fd, data, offset)
         except OSError as exc:
             self.abort(upload)
+            if exc.errno in NO_SPACE:
+                self.full = NoSpace(current.temporary, offset, len(data), exc.strerror)
             raise CheckpointError(f"upload {upload}: write failed ({exc.strerror}); the upload is "
                                   "abandoned") from exc
         current.hasher.update(data)
@@ -274,6 +289,8 @@ class CheckpointStore:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise CheckpointError(f"no checkpoint {key}") from None
+        except OSError as exc:  # no file descriptor left: the worker asks again
+            raise CheckpointError(f"cannot open checkpoint {key}: {exc.strerror}") from exc
         try:
             parts = []
             while length > 0:
@@ -313,6 +330,26 @@ class CheckpointStore:
                 os.unlink(entry.path)
         return removed
 
+    def has_room(self) -> bool:
+        """Whether the chunk write that `full` names would succeed now (then `full` is cleared): tried
+        with as many zeros at the same offset in a scratch file under `tmp/`, removed again, so a file
+        size limit shows as well as a full file system. True when nothing found the store full."""
+        if self.full is None:
+            return True
+        scratch = self._temporaries / ".room"  # a leading dot: no upload's name
+        try:
+            fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                _write_all(fd, bytes(self.full.size), self.full.offset)
+            finally:
+                os.close(fd)
+                os.unlink(scratch)
+        except OSError as exc:
+            self.full.reason = exc.strerror
+            return False
+        self.full = None
+        return True
+
     def close(self) -> None:
         for upload in list(self._uploads):
             self.abort(upload)
@@ -329,6 +366,13 @@ class CheckpointStore:
         if current is None:
             raise CheckpointError(f"no upload {upload} in progress")
         return current
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        count = os.pwrite(fd, view, offset)
+        view, offset = view[count:], offset + count
 
 
 def _check_upload(upload: str) -> str:

@@ -20,6 +20,10 @@ Theory of operation.
 - A write or fsync error is final. After a failed fsync the kernel may have dropped the dirty pages and
   marked them clean, so a second fsync can succeed with the data lost; the journal therefore refuses
   every later call, the broker stops, and a restart recovers from what the file really holds.
+- Except a write that finds no space (ENOSPC, or EFBIG past a file size limit): nothing was fsynced,
+  so the file is truncated back to its last whole record, the records stay buffered, and `commit`
+  raises `JournalFull`; the next `commit` writes them again (the broker retries every few seconds and
+  takes no step meanwhile, see broker.py). Should the truncation itself fail, the journal fails.
 - Recovery on open reads records in order up to the first frame that is not valid: its length runs past
   the end of the file or past `max_record`, its checksum does not match, or its payload does not
   unpack. If no valid frame starts anywhere after it, the rest is a torn tail, a commit that a crash cut
@@ -31,11 +35,12 @@ Theory of operation.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import msgpack
 import numpy as np
@@ -50,6 +55,7 @@ _FRAME = struct.Struct(">II")  # payload length, CRC-32 of the payload
 # payload at least this long can nest deeper.
 _READER_NESTING = 1024
 _SCAN_BLOCK = 1 << 16  # offsets examined at once when looking for a valid frame past a bad one
+NO_SPACE = frozenset({errno.ENOSPC, errno.EFBIG})  # a write that may succeed once space is freed
 
 
 class JournalError(Exception):
@@ -67,6 +73,16 @@ class JournalCorrupt(JournalError):
 
 class JournalFailed(JournalError):
     """A write or an fsync failed; the journal refuses every later call."""
+
+
+class JournalFull(JournalError):
+    """A commit found no space: the file holds its records up to the last whole one, and the records
+    of the commit stay buffered for the next `commit`."""
+
+    def __init__(self, message: str, path: Path, reason: str):
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
 
 
 class Journal:
@@ -158,23 +174,39 @@ class Journal:
         self._pending.append(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
 
     def commit(self) -> None:
-        """Write every buffered record with one write and make it durable with one fsync."""
+        """Write every buffered record with one write and make it durable with one fsync. Raises
+        `JournalFull` if the write finds no space (the records stay buffered, to commit again), else
+        `JournalFailed` for any error."""
         self._check_usable()
         if not self._pending:
             return
         data = b"".join(self._pending)
-        self._pending.clear()
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            if exc.errno not in NO_SPACE:
+                self._fail(exc)
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError as truncating:
+                self._fail(truncating)
+            raise JournalFull(f"journal {self.path}: cannot write {len(data)} bytes ({exc.strerror}); "
+                              "they wait to be written", self.path, exc.strerror) from exc
+        try:
             os.fsync(self._fd)
         except OSError as exc:
-            self._failure = f"{exc.strerror or exc}"
-            raise JournalFailed(
-                f"journal {self.path}: commit failed ({self._failure}); the journal refuses every later "
-                "call: stop the broker and restart it to recover from what is on disk") from exc
+            self._fail(exc)
+        self._pending.clear()
         self._size += len(data)
+
+    def _fail(self, exc: OSError) -> NoReturn:
+        self._pending.clear()
+        self._failure = f"{exc.strerror or exc}"
+        raise JournalFailed(
+            f"journal {self.path}: commit failed ({self._failure}); the journal refuses every later "
+            "call: stop the broker and restart it to recover from what is on disk") from exc
 
     def close(self) -> None:
         """Close the file. Records appended since the last commit are dropped: none of their effects

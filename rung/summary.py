@@ -54,6 +54,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"study {summary['name']!r}: {summary['algorithm']}, {summary['metric']} "
              f"({summary['mode']}), "
              f"{'finished: ' + summary['reason'] if summary['finished'] else 'in progress'}"]
+    if summary.get("paused"):  # only a live broker's summary says so
+        lines.append(f"paused: {summary['paused']}")
     counts = ", ".join(f"{n} {name}" for name, n in summary["trials"].items() if n)
     lines.append(f"trials: {counts or 'none'}")
     for index, rungs in enumerate(summary["brackets"]):

@@ -1,6 +1,7 @@
 """The checkpoint store on real files: chunked uploads checked against their digest, downloads, path
 traversal, garbage collection and the cleanup after a crash."""
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -268,3 +269,42 @@ def test_an_upload_left_idle_is_abandoned_by_collect(tmp_path):
     assert store.uploads == {"orphan", "alive"}
     store.collect(set(), idle=0)
     assert store.uploads == frozenset() and temporaries(tmp_path) == []
+
+
+def test_a_chunk_that_finds_no_space_abandons_its_upload_until_a_write_of_its_size_fits(
+        tmp_path, monkeypatch):
+    store = CheckpointStore(tmp_path)
+    content = b"0123456789"
+    store.begin("up", 3, 1, 4.0, len(content), digest(content))
+    store.chunk("up", 0, content[:4])
+    assert store.has_room()  # nothing found the store full
+    real_pwrite = os.pwrite
+    tries = []
+
+    def full_disk(fd, data, offset):
+        tries.append((len(data), offset))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full_disk)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        store.chunk("up", 4, content[4:])
+    assert store.uploads == frozenset() and temporaries(tmp_path) == []  # what it held is freed
+    assert store.full.path == tmp_path / "tmp" / "up.part" and store.full.reason == "No space left on device"
+    assert not store.has_room() and store.full is not None
+    assert tries == [(6, 4), (6, 4)]  # the probe writes as much, where the chunk would have gone
+    monkeypatch.setattr(os, "pwrite", real_pwrite)  # space freed
+    assert store.has_room() and store.full is None
+    assert temporaries(tmp_path) == []
+    assert upload(store, content, name="up") in store.keys()  # the upload sent again is stored
+
+
+def test_a_read_without_a_file_descriptor_left_is_refused_not_raised(tmp_path, monkeypatch):
+    store = CheckpointStore(tmp_path)
+    key = upload(store, b"weights")
+
+    def no_descriptors(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "open", no_descriptors)
+    with pytest.raises(CheckpointError, match="Too many open files"):
+        store.read(key, 0, 7)

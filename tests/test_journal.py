@@ -3,6 +3,7 @@ group commit; and the lock that keeps a second broker off a study directory."""
 
 import collections
 import enum
+import errno
 import math
 import os
 import re
@@ -19,7 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rung.broker.journal import MAGIC, Journal, JournalCorrupt, JournalError, JournalFailed
+from rung.broker.journal import (MAGIC, Journal, JournalCorrupt, JournalError, JournalFailed,
+                                 JournalFull)
 from rung.broker.lock import LockHeld, StudyLock
 
 STUDY = "study-7"
@@ -215,17 +217,52 @@ def test_a_failed_fsync_fails_the_journal_for_good(tmp_path, monkeypatch):
 def test_a_failed_write_fails_the_journal_for_good(tmp_path, monkeypatch):
     journal = Journal.open(tmp_path / "journal", STUDY)
 
-    def full_disk(fd, data):
-        raise OSError(28, "No space left on device")
+    def broken_disk(fd, data):
+        raise OSError(errno.EIO, "Input/output error")
 
     journal.append("lost")
-    monkeypatch.setattr(os, "write", full_disk)
-    with pytest.raises(JournalFailed, match="No space left"):
+    monkeypatch.setattr(os, "write", broken_disk)
+    with pytest.raises(JournalFailed, match="Input/output error"):
         journal.commit()
     monkeypatch.undo()
     with pytest.raises(JournalFailed):
         journal.append("after")
     journal.close()
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EFBIG], ids=["disk full", "file size limit"])
+def test_a_write_that_finds_no_space_leaves_whole_records_and_is_written_by_a_later_commit(
+        tmp_path, monkeypatch, error):
+    path = tmp_path / "journal"
+    journal = Journal.open(path, STUDY)
+    journal.append("committed")
+    journal.commit()
+    real_write = os.write
+
+    def fills_up(fd, data):
+        # Room for part of the first record only, as a file system a few bytes from full.
+        if os.fstat(fd).st_size < journal.size + 5:
+            return real_write(fd, bytes(data[:5]))
+        raise OSError(error, os.strerror(error))
+
+    journal.append("first")
+    journal.append("second")
+    monkeypatch.setattr(os, "write", fills_up)
+    with pytest.raises(JournalFull, match=os.strerror(error)) as raised:
+        journal.commit()
+    assert raised.value.path == path and raised.value.reason == os.strerror(error)
+    assert path.stat().st_size == journal.size  # the torn bytes are gone
+    assert journal.pending == 2  # both kept, to be written again
+    with pytest.raises(JournalFull):
+        journal.commit()  # still full: the same again
+    monkeypatch.undo()  # space freed
+
+    journal.append("third")
+    journal.commit()
+    journal.close()
+    with Journal.open(path, STUDY) as reopened:
+        assert reopened.records == ["committed", "first", "second", "third"]
+        assert reopened.torn is None
 
 
 def test_one_commit_of_a_thousand_records_is_one_fsync(tmp_path, monkeypatch):
