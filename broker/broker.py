@@ -70,6 +70,7 @@ from rung.keys import secure_broker
 from rung.study import Study
 from rung.summary import schedule_rows, study_summary, trial_rows
 
+from . import logs
 from .checkpoints import CheckpointError, CheckpointIncomplete, CheckpointStore, NoSpace
 from .journal import Journal, JournalError, JournalFull
 from .limits import crowded, open_files_limit, raise_open_files_limit, workers_room
@@ -505,7 +506,8 @@ class Broker:
                 event = self._refused(route, message, error, now)
                 if event is None:
                     return
-            self._step(event, now)
+            if event is not None:  # else a log, stored and not journaled
+                self._step(event, now)
             self.seqs[key] = last = message.seq
         # Seqs taken only grow, so the latest is the acknowledgement.
         self.acks[(route, message.trial, message.attempt)] = last
@@ -543,6 +545,13 @@ class Broker:
                 if self.refusals:
                     self.refusals.pop(_upload(message), None)
                 return CheckpointStored(t, a, at, key, time=stamp)
+            case p.Log(trial=t, attempt=a, offset=offset, data=data):
+                try:
+                    logs.write(self.directory, t, a, offset, data)
+                except OSError as error:  # a log is for people: the study goes on without it
+                    self._report("logs", f"cannot keep trial logs in {self.directory / 'logs'}: "
+                                         f"{error.strerror}", time.monotonic())
+                return None
             case p.Ended(trial=t, attempt=a, outcome="finished"):
                 return AttemptFinished(t, a, time=stamp)
             case p.Ended(trial=t, attempt=a, reason=reason):

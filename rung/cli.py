@@ -6,6 +6,7 @@
     rung keys DIR                                 CurveZMQ keys for a broker bound beyond 127.0.0.1
     rung status DIR|ADDR                          trials per rung and status, workers, best so far
     rung results DIR [--top K] [--format table|csv|json] [--schedule]
+    rung logs DIR TRIAL [--attempt N] [--follow]  what a trial's attempt printed
     rung simulate [--algorithm NAME] [--workers N] ...   a study on virtual workers, in simulated time
 
 Errors are one line on stderr and exit status 2. SIGTERM and SIGINT end every command gracefully
@@ -21,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -93,7 +93,8 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--stop-grace", type=float, default=10.0)
     worker.add_argument("--curve", help="a key directory with this worker's pair and broker.key")
     worker.add_argument("--workdir", help="where attempts run, keep logs and checkpoints until uploaded "
-                        "(a fresh folder inside it, removed when the worker ends; default: $TMPDIR)")
+                        "(a fresh folder inside it, removed when the worker ends, and by the next "
+                        "worker there if this one is killed; default: $TMPDIR)")
     worker.add_argument("--give-up", type=float, default=None, metavar="SECONDS",
                         help="exit with an error after this long without a word from the broker "
                         "(default: keep trying)")
@@ -111,6 +112,13 @@ def parser() -> argparse.ArgumentParser:
     results.add_argument("--format", choices=["table", "csv", "json"], default="table")
     results.add_argument("--schedule", action="store_true",
                          help="PBT, FIRE PBT: the best member's hyperparameter schedule instead")
+
+    logs = commands.add_parser("logs", help="what a trial's attempt printed (stdout and stderr)")
+    logs.add_argument("dir")
+    logs.add_argument("trial", type=int)
+    logs.add_argument("--attempt", type=int, default=None, help="default: the latest with a log")
+    logs.add_argument("--follow", "-f", action="store_true",
+                      help="keep printing as the attempt prints, until it ends")
 
     sim = commands.add_parser("simulate", help="run a study on virtual workers in simulated time")
     sim.add_argument("--algorithm", choices=sorted(SIMULATED), default="asha")
@@ -220,6 +228,7 @@ def serve_broker(args) -> None:
 def serve_workers(args) -> None:
     from rung.worker.agent import Worker
     from rung.worker.devices import device_env, parse_gpus
+    from rung.worker.folders import make_folder
 
     if args.gpus is not None:
         devices = parse_gpus(args.gpus)
@@ -232,13 +241,11 @@ def serve_workers(args) -> None:
     else:
         gpu = args.gpu
     accelerator = "cpu" if gpu is None else f"gpu{gpu}"
-    workdir = None
-    if args.workdir:
-        Path(args.workdir).mkdir(parents=True, exist_ok=True)
-        workdir = tempfile.mkdtemp(prefix="rung-worker-", dir=args.workdir)
+    workdir = make_folder(args.workdir)
     worker = Worker(args.connect, name=args.name, accelerator=accelerator, env=device_env(gpu),
                     workdir=workdir, progress_timeout=args.progress_timeout,
-                    stop_grace=args.stop_grace, curve=args.curve, give_up=args.give_up)
+                    stop_grace=args.stop_grace, curve=args.curve, give_up=args.give_up,
+                    subreaper=True)
     signals: list[int] = []
 
     def leave(signum: int) -> None:
@@ -393,6 +400,41 @@ def _cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def show_logs(args) -> None:
+    from rung.broker import logs
+
+    study, state, _ = load_directory(args.dir)
+    if not 0 <= args.trial < len(state.trials):
+        raise ValueError(f"study {study.name!r} has no trial {args.trial} (it has {len(state.trials)})")
+    attempt = args.attempt
+    if attempt is None:
+        found = logs.attempts(args.dir, args.trial)
+        attempt = found[-1] if found else state.trials[args.trial].attempt
+    if not args.follow and not logs.attempts(args.dir, args.trial):
+        raise ValueError(f"trial {args.trial} has no log in {args.dir} yet")
+    if not args.follow and attempt not in logs.attempts(args.dir, args.trial):
+        raise ValueError(f"trial {args.trial} has no log of attempt {attempt}; it has logs of attempts "
+                         f"{', '.join(map(str, logs.attempts(args.dir, args.trial)))}")
+    shown = b""
+    while True:
+        text = logs.read(args.dir, args.trial, attempt)
+        # A log only grows, but for its tail, which comes once, after its whole head.
+        sys.stdout.buffer.write(text[len(shown):] if text.startswith(shown) else text)
+        sys.stdout.buffer.flush()
+        shown = text
+        if not args.follow or not _running(args.dir, args.trial, attempt):
+            return
+        time.sleep(0.5)
+
+
+def _running(directory: str, trial: int, attempt: int) -> bool:
+    """Whether the attempt may still print: it is the trial's current one, and on a worker. An
+    attempt's log reaches the broker before its end does, so once this is False the log is whole."""
+    _, state, _ = load_directory(directory)
+    current = state.trials[trial]
+    return current.attempt <= attempt and (current.attempt < attempt or current.worker is not None)
+
+
 def make_keys(args) -> None:
     from rung.keys import create_keys
 
@@ -401,7 +443,7 @@ def make_keys(args) -> None:
 
 
 COMMANDS = {"keys": make_keys, "run": run_study, "broker": serve_broker, "worker": serve_workers, "status": show_status,
-            "results": show_results, "simulate": simulate}
+            "results": show_results, "logs": show_logs, "simulate": simulate}
 
 
 def main(argv: list[str] | None = None) -> int:

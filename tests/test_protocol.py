@@ -25,6 +25,7 @@ MESSAGES = {
     p.CheckpointBegin: st.builds(p.CheckpointBegin, names, ids, ids, ids, names, finite, ids, names),
     p.CheckpointChunk: st.builds(p.CheckpointChunk, names, ids, names, ids, st.binary(max_size=64)),
     p.CheckpointEnd: st.builds(p.CheckpointEnd, names, ids, ids, ids, ids, names, finite),
+    p.Log: st.builds(p.Log, names, ids, ids, ids, ids, ids, st.binary(max_size=64)),
     p.Ended: st.builds(p.Ended, names, ids, ids, ids, ids, st.sampled_from(["finished", "failed"]), names),
     p.Fetch: st.builds(p.Fetch, names, ids, names, ids, ids),
     p.Goodbye: st.builds(p.Goodbye, names, ids, names),

@@ -87,6 +87,10 @@ def test_a_worker_killed_mid_trial_is_retried_from_its_checkpoint_elsewhere(tmp_
     left = list(scratch.iterdir())
     assert len(left) == 1 and left[0].name.startswith("rung-worker-")
     assert list(left[0].glob("trial-*/attempt-1/attempt.log"))
+    # The next worker started there removes the folder of the killed one (its owner is dead).
+    later = worker(broker.address, "later", "--workdir", str(scratch), "--give-up", "0.5")
+    assert later.wait(timeout=30) == 2  # no broker any more: it gave up, and removed its own
+    assert list(scratch.iterdir()) == []
 
 
 def replies(sock, *kinds):
@@ -245,7 +249,9 @@ def test_user_code_that_raises_stays_silent_or_hangs_fails_and_the_study_goes_on
     finally:
         stop(process)
     reasons = {t.config["mode"]: (t.status.name, t.reason) for t in broker.state.trials}
-    assert reasons["raise"] == ("FAILED", "RuntimeError: the model diverged")
+    status, reason = reasons["raise"]  # the error, then the end of its log: here the traceback
+    assert status == "FAILED" and reason.startswith("RuntimeError: the model diverged\nTraceback")
+    assert reason.endswith('raise RuntimeError("the model diverged")\nRuntimeError: the model diverged')
     assert reasons["silent"] == ("FAILED", "the attempt ended without a result")
     assert reasons["hang"][0] == "FAILED" and "progress watchdog" in reasons["hang"][1]
     assert reasons["ok"][0] == "COMPLETED"

@@ -35,7 +35,6 @@ import random
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -49,8 +48,12 @@ from rung import sockets
 from rung.keys import secure_worker
 
 from .attempt import Attempt, AttemptSpec, Exited, Interpreter, Reported, Saved, function_environment
+from .folders import make_folder
+from .logtail import LogTail
+from .reaper import become_subreaper, reap_orphans
 
 CHUNK = 1 << 20
+LOG_EVERY = 1.0  # seconds between two reads of a running attempt's log
 
 
 @dataclass
@@ -86,7 +89,7 @@ class Worker:
                  env: dict[str, str] | None = None, workdir: str | Path | None = None,
                  progress_timeout: float = 600.0, stop_grace: float = 10.0,
                  max_backoff: float = 5.0, curve: str | Path | None = None,
-                 give_up: float | None = None, log=sys.stderr):
+                 give_up: float | None = None, subreaper: bool = False, log=sys.stderr):
         if give_up is not None and not give_up > 0:
             raise ValueError(f"`give_up` is {give_up!r}, but must be > 0 seconds")
         self.connect = connect
@@ -94,18 +97,23 @@ class Worker:
         self.incarnation = int.from_bytes(os.urandom(4), "big")
         self.accelerator = accelerator
         self.env = dict(env or {})
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="rung-worker-"))
+        self.workdir = Path(workdir) if workdir else make_folder()
         self.progress_timeout = progress_timeout
         self.stop_grace = stop_grace
         self.max_backoff = max_backoff
         self.curve = curve
         self.give_up = give_up
+        # A worker process of its own (`rung worker`) adopts what its attempts leave behind and reaps
+        # it; not one embedded in a host program, whose other children it would reap too.
+        self.subreaper = subreaper
         self.log = log
         self.heartbeat = 0.5  # until the broker's welcome says otherwise
         self.liveness = 5.0
         self.outbox: list[_Outgoing] = []
         self.seqs: dict[tuple[int, int], int] = {}
         self.attempt: Attempt | None = None
+        self.logtail: LogTail | None = None  # the running attempt's log, as far as it was shipped
+        self._log_read_at = 0.0
         self.spare: Interpreter | None = None  # the next function attempt's interpreter, started early
         self.current: p.Run | None = None
         self.pending: p.Run | None = None  # a run that waits for the current attempt to end
@@ -139,6 +147,8 @@ class Worker:
 
     def run(self) -> str:
         """Serve until the broker says the study is over (or `stop`); return its reason."""
+        if self.subreaper and (why := become_subreaper()) is not None:
+            self._say(why)
         self._reconnect()
         try:
             while not self.done:
@@ -178,8 +188,10 @@ class Worker:
         wake = self._last_heard + self.liveness if self._reconnect_at is None else self._reconnect_at
         if not self._wire:
             wake = min(wake, self._last_sent + self.heartbeat)
-        if self.attempt is not None and self.attempt.deadline is not None:
-            wake = min(wake, self.attempt.deadline)
+        if self.attempt is not None:
+            wake = min(wake, self._log_read_at + LOG_EVERY)
+            if self.attempt.deadline is not None:
+                wake = min(wake, self.attempt.deadline)
         if self.give_up is not None:
             wake = min(wake, self._heard_at + self.give_up)
         if self._leave_by is not None:
@@ -202,7 +214,10 @@ class Worker:
         if self.attempt is not None:
             for message in self.attempt.poll(now):
                 self._from_attempt(message)
+        if self.attempt is not None:
             self._watch(now)
+            if now - self._log_read_at >= LOG_EVERY:
+                self._ship_log(self.current)
         self._drain()
         if not self._welcomed and now - self._hello_at > self.liveness:
             self._hello()  # a hello lost on the way would hold the outbox back for good
@@ -402,6 +417,8 @@ class Worker:
         spec = AttemptSpec(run.trial, run.attempt, run.trainable, dict(run.config), run.budget,
                            checkpoint, run.checkpoint_step)
         self.attempt = Attempt(spec, self._folder(run.trial, run.attempt), self.env)
+        self.logtail = LogTail(self.attempt.log_path)
+        self._log_read_at = time.monotonic()
         if not isinstance(run.trainable, str):
             self.attempt.start()
             return
@@ -463,17 +480,29 @@ class Worker:
         outcome, reason = exited.outcome, exited.reason
         if self.failure is not None:
             outcome, reason = "failed", self.failure
+        if self.attempt is not None:
+            self.attempt.close()
+            if self.subreaper:
+                reap_orphans({self.spare.process.pid} if self.spare is not None else ())
+        if self.logtail is not None:
+            self._ship_log(run, final=True)
+            if outcome == "failed" and (tail := self.logtail.last_lines()):
+                reason = f"{reason}\n{tail}"
         if self.leaving is None:
             # A worker that leaves tells no end: its goodbye makes the attempt lost, and retried.
             self._queue(run, p.Ended(self.name, self.incarnation, run.trial, run.attempt, 0, outcome,
                                      reason))
-        if self.attempt is not None:
-            self.attempt.close()
         self.attempt = None
+        self.logtail = None
         self.current = None
         if self.pending is not None:
             run, self.pending = self.pending, None
             self._start(run)
+
+    def _ship_log(self, run: p.Run, final: bool = False) -> None:
+        self._log_read_at = time.monotonic()
+        for offset, data in self.logtail.new(final):
+            self._queue(run, p.Log(self.name, self.incarnation, run.trial, run.attempt, 0, offset, data))
 
     def _watch(self, now: float) -> None:
         attempt = self.attempt

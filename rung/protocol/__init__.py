@@ -7,7 +7,7 @@ two frames, or three for those that carry bytes:
                        a peer with another major version gets an error and is not understood.
     frame 1   payload  one msgpack map: "t" (the message type), "v" (the sender's minor version),
                        then the fields of that type (see `messages.py`). Unknown fields are ignored.
-    frame 2   data     raw bytes, only for `checkpoint_chunk` and `chunk`.
+    frame 2   data     raw bytes, only for `checkpoint_chunk`, `log` and `chunk`.
 
 Rules:
 - A worker MUST send `hello` after every connect; the broker answers `welcome` with the heartbeat
@@ -20,7 +20,7 @@ Rules:
   nothing for the liveness window reconnects with exponential back-off and jitter, and says hello.
 - A broker that does not know the sender (it restarted, or it declared the worker lost) answers
   `rejoin`; the worker says hello again, listing the attempts it holds.
-- Trial messages (`result`, `checkpoint_end`, `ended`) carry (trial, attempt, seq), seq counting the
+- Trial messages (`result`, `checkpoint_end`, `log`, `ended`) carry (trial, attempt, seq), seq counting the
   attempt's messages from 1. The broker journals them, then sends `ack` with the highest seq done; the
   worker keeps every unacknowledged message and sends them again, in order, after each `welcome`.
   So every message MUST be safe to receive twice, and is: the broker drops a seq it has seen.
@@ -61,6 +61,7 @@ from .messages import (
     Goodbye,
     Heartbeat,
     Hello,
+    Log,
     Pong,
     Query,
     Refused,
@@ -75,6 +76,6 @@ from .messages import (
 
 __all__ = [
     "HEADER", "MAJOR", "MINOR", "SEQUENCED", "Ack", "CheckpointBegin", "CheckpointChunk",
-    "CheckpointEnd", "Chunk", "Ended", "Error", "Fetch", "Goodbye", "Heartbeat", "Hello",
+    "CheckpointEnd", "Chunk", "Ended", "Error", "Fetch", "Goodbye", "Heartbeat", "Hello", "Log",
     "Pong", "ProtocolError", "Query", "Refused", "Rejoin", "Report", "Result", "Run", "Shutdown", "Stop", "Welcome", "decode", "encode",
 ]

@@ -150,6 +150,8 @@ _CHECKS: dict[type, dict[str, Callable[[str, Any], Any]]] = {
     m.CheckpointChunk: dict(worker=_str, incarnation=_int, upload=_str, offset=_int, data=_bytes),
     m.CheckpointEnd: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, seq=_int,
                           upload=_str, step=_finite),
+    m.Log: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, seq=_int, offset=_int,
+                data=_bytes),
     m.Ended: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, seq=_int, outcome=_outcome,
                   reason=_str),
     m.Fetch: dict(worker=_str, incarnation=_int, key=_str, offset=_int, length=_int),
@@ -172,13 +174,13 @@ _CHECKS: dict[type, dict[str, Callable[[str, Any], Any]]] = {
 _NAMES = {
     m.Hello: "hello", m.Heartbeat: "heartbeat", m.Result: "result",
     m.CheckpointBegin: "checkpoint_begin", m.CheckpointChunk: "checkpoint_chunk",
-    m.CheckpointEnd: "checkpoint_end", m.Ended: "ended", m.Fetch: "fetch", m.Goodbye: "goodbye",
+    m.CheckpointEnd: "checkpoint_end", m.Log: "log", m.Ended: "ended", m.Fetch: "fetch", m.Goodbye: "goodbye",
     m.Welcome: "welcome", m.Pong: "pong", m.Rejoin: "rejoin", m.Run: "run", m.Stop: "stop", m.Ack: "ack", m.Chunk: "chunk",
     m.Error: "error", m.Shutdown: "shutdown", m.Refused: "refused", m.Query: "query",
     m.Report: "report",
 }
 _TYPES = {name: cls for cls, name in _NAMES.items()}
-_WITH_DATA = (m.CheckpointChunk, m.Chunk)  # their `data` travels as a third frame
+_WITH_DATA = (m.CheckpointChunk, m.Log, m.Chunk)  # their `data` travels as a third frame
 # What the payload map carries: every field but the bytes that travel as a third frame.
 _BODY_CHECKS = {cls: [(name, check) for name, check in checks.items()
                       if not (name == "data" and cls in _WITH_DATA)] for cls, checks in _CHECKS.items()}

@@ -111,6 +111,22 @@ class Ended:
 
 
 @dataclass(slots=True)
+class Log:
+    """Bytes of an attempt's output (its stdout and stderr, as its log file holds them) from `offset`;
+    the bytes travel in their own frame. The first LOG_HEAD bytes of a log come as they are written;
+    past that only the last bytes, once the attempt has ended, so that a chatty trial cannot fill the
+    head node."""
+
+    worker: str
+    incarnation: int
+    trial: int
+    attempt: int
+    seq: int
+    offset: int
+    data: bytes
+
+
+@dataclass(slots=True)
 class Fetch:
     """Asks for `length` bytes of the stored checkpoint `key` from `offset`."""
 
@@ -231,10 +247,12 @@ class Report:
 
 
 WorkerMessage = (
-    Hello | Heartbeat | Result | CheckpointBegin | CheckpointChunk | CheckpointEnd | Ended | Fetch
-    | Goodbye
+    Hello | Heartbeat | Result | CheckpointBegin | CheckpointChunk | CheckpointEnd | Log | Ended
+    | Fetch | Goodbye
 )
 BrokerMessage = (
     Welcome | Pong | Rejoin | Run | Stop | Ack | Chunk | Error | Shutdown | Refused | Report
 )
-SEQUENCED = (Result, CheckpointEnd, Ended)  # the trial messages a worker keeps until acknowledged
+SEQUENCED = (Result, CheckpointEnd, Log, Ended)  # the trial messages a worker keeps until acknowledged
+LOG_HEAD = 1 << 20  # bytes of an attempt's log kept from its start
+LOG_TAIL = 64 << 10  # bytes kept from its end, when it is longer

@@ -38,3 +38,18 @@ def flood(trial):
         if step == half:
             trial.save({"weights": bytes(range(256)) * (trial.config["kib"] * 4)}, step=step)
             trial.save({"weights": b"second"}, step=step)
+
+
+def chatty(trial):
+    """Prints `lines` numbered lines of `width` characters, on stdout and stderr in turn, reporting
+    every 1000th; then raises if `fail` is set."""
+    import sys
+
+    config = trial.config
+    for line in range(1, config["lines"] + 1):
+        print(f"line {line} " + "x" * config.get("width", 10), file=sys.stdout if line % 2 else sys.stderr)
+        if line % 1000 == 0 or line == config["lines"]:
+            time.sleep(config.get("sleep", 0.0))
+            trial.report(line, loss=1.0 / line)
+    if config.get("fail"):
+        raise ValueError(f"gave up after {config['lines']} lines")
