@@ -24,7 +24,8 @@ milestones. The shared rules, for all of them:
   worker.
 - A result counts once: (trial, attempt, step) seen before is a no-op, and a result of a superseded
   attempt is kept aside as stale and never ranked. NaN or infinite metrics rank worst, and a trial
-  ranked on one is never promoted.
+  ranked on one is never promoted. A trial that would complete with a NaN or infinite last counted
+  metric ends diverged instead: its earlier finite values would otherwise pass for a usable model.
 - A result reaching a rung's budget records the trial's ranking key in that rung; an attempt that ends
   at its budget leaves the trial paused (promotable) below the top rung and completed at the top.
 - Limits: no new trial beyond `max_trials`, no attempt that would take the budget handed out past
@@ -420,7 +421,7 @@ class Algorithm:
         top = trial.rung == len(bracket.rungs) - 1
         if progress >= trial.budget:
             if top:
-                self._end_trial(state, trial, TrialStatus.COMPLETED, "trained its full budget")
+                self._complete(state, trial, "trained its full budget")
                 return
             trial.status = TrialStatus.PAUSED
             trial.reason = f"trained to rung {trial.rung}"
@@ -432,7 +433,17 @@ class Algorithm:
         # The trainable stopped before its budget: rank what it reached, never promote it.
         if trial.id not in rung.keys:
             rung.record(trial.id, self._rung_key(trial, ranking_key(trial.value, self.maximise)))
-        self._end_trial(state, trial, TrialStatus.COMPLETED, "ended before its budget")
+        self._complete(state, trial, "ended before its budget")
+
+    def _complete(self, state: State, trial: Trial, reason: str) -> None:
+        """End a trial that trained as far as it will: completed, or diverged if its last counted
+        metric is NaN or infinite."""
+        if math.isfinite(trial.value):
+            self._end_trial(state, trial, TrialStatus.COMPLETED, reason)
+            return
+        step = exact_str(trial.history[-1][1])
+        self._end_trial(state, trial, TrialStatus.DIVERGED,
+                        f"diverged: {self.metric} is {trial.value} at step {step}")
 
     def _end_trial(self, state: State, trial: Trial, status: TrialStatus, reason: str) -> None:
         trial.status = status

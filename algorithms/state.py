@@ -28,6 +28,7 @@ class TrialStatus(IntEnum):
     COMPLETED = 4
     STOPPED = 5
     FAILED = 6
+    DIVERGED = 7  # trained as far as it would, but its last counted metric is NaN or infinite
 
     @property
     def terminal(self) -> bool:

@@ -9,7 +9,8 @@ from rung.algorithms.pbt import best_schedule
 
 
 def trial_rows(state: State, maximise: bool) -> list[dict[str, Any]]:
-    """Every trial as a plain row, the best first (trials with no finite metric last)."""
+    """Every trial as a plain row, the best first: trials with no finite metric after those with one,
+    and diverged trials after every other (a finite value before the divergence is no usable model)."""
     rows = []
     for trial in state.trials:
         rows.append({
@@ -18,9 +19,16 @@ def trial_rows(state: State, maximise: bool) -> list[dict[str, Any]]:
             "attempts": trial.attempt, "config": dict(trial.config), "reason": trial.reason,
             "metrics": dict(trial.history[-1][2]) if trial.history else {},
         })
-    ranked = [r for r in rows if r["best"] is not None]
-    ranked.sort(key=lambda r: -r["best"] if maximise else r["best"])
-    return ranked + [r for r in rows if r["best"] is None]
+    sign = -1 if maximise else 1
+    rows.sort(key=lambda r: (r["status"] == "diverged", r["best"] is None,
+                             0 if r["best"] is None else sign * r["best"]))
+    return rows
+
+
+def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The study's best trial among `trial_rows`: one with a finite metric that did not diverge."""
+    best = rows[0] if rows else None
+    return best if best is not None and best["best"] is not None and best["status"] != "diverged" else None
 
 
 def schedule_rows(state: State, maximise: bool) -> list[dict[str, Any]] | None:
@@ -36,8 +44,7 @@ def schedule_rows(state: State, maximise: bool) -> list[dict[str, Any]] | None:
 
 def study_summary(study, state: State) -> dict[str, Any]:
     """What `rung status` shows: trials per status and per rung, workers, the best so far."""
-    rows = trial_rows(state, study.mode == "max")
-    best = rows[0] if rows and rows[0]["best"] is not None else None
+    best = best_row(trial_rows(state, study.mode == "max"))
     return {
         "name": study.name, "algorithm": study.algorithm, "metric": study.metric, "mode": study.mode,
         "finished": state.finished, "reason": state.finish_reason,
