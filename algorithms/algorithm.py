@@ -21,7 +21,11 @@ milestones. The shared rules, for all of them:
   budget), then whatever the algorithm's `_next_job` proposes.
 - A worker lost mid-attempt costs the trial that attempt; after `max_attempts` attempts the trial fails.
   An attempt that fails in user code fails the trial at once: retrying a deterministic error wastes a
-  worker.
+  worker. So does an attempt that ends without a result.
+- Once `max_failures` trials in a row (in event order, over every worker) failed through their own
+  attempt, the study stops and is marked failed: a trainable that cannot import would otherwise fail
+  every configuration the algorithm has. An attempt that ends without failing its trial resets the
+  count; one lost with its worker neither counts nor resets it.
 - A result counts once: (trial, attempt, step) seen before is a no-op, and a result of a superseded
   attempt is kept aside as stale and never ranked. NaN or infinite metrics rank worst, and a trial
   ranked on one is never promoted. A trial that would complete with a NaN or infinite last counted
@@ -85,7 +89,13 @@ def check_budget(name: str, value: Any) -> None:
 
 
 class Algorithm:
-    """Base of every tuning algorithm; see the module docstring for the shared rules."""
+    """Base of every tuning algorithm; see the module docstring for the shared rules.
+
+    Settings every algorithm takes: `metric` and `mode` (what to rank, "min" or "max"), `max_trials`,
+    `total_budget`, `max_attempts` (attempts a trial may lose with its worker, in a row, before it
+    fails) and `max_failures` (trials failing in user code in a row before the study stops, marked
+    failed; 0 never stops it).
+    """
 
     def __init__(
         self,
@@ -96,6 +106,7 @@ class Algorithm:
         max_trials: int | None = None,
         total_budget: float | None = None,
         max_attempts: int = 3,
+        max_failures: int = 10,
     ):
         self.space = Space(space)
         if not isinstance(metric, str) or not metric:
@@ -107,12 +118,14 @@ class Algorithm:
         if total_budget is not None:
             check_budget("total_budget", total_budget)
         check_positive_int("max_attempts", max_attempts)
+        check_positive_int("max_failures", max_failures, minimum=0)
         self.metric = metric
         self.mode = mode
         self.maximise = mode == "max"
         self.max_trials = max_trials
         self.total_budget = total_budget
         self.max_attempts = max_attempts
+        self.max_failures = max_failures
 
     # ----------------------------------------------------------------------------------------------
     # What each algorithm says about itself.
@@ -167,12 +180,14 @@ class Algorithm:
                     self._release_worker(state, trial)
                     if trial.status == TrialStatus.RUNNING:
                         self._attempt_ended(state, trial)
+                    if trial.status != TrialStatus.FAILED:
+                        state.failures = 0
             case AttemptFailed(trial=tid, attempt=attempt, reason=reason):
                 trial = self._current(state, tid, attempt)
                 if trial is not None:
                     self._release_worker(state, trial)
                     if trial.status == TrialStatus.RUNNING:
-                        self._end_trial(state, trial, TrialStatus.FAILED, reason)
+                        self._fail(state, trial, reason)
             case WorkerJoined(worker=worker) | WorkerReady(worker=worker):
                 if worker in state.workers:
                     self._lose_worker(state, worker, "worker came back without its attempt")
@@ -196,6 +211,7 @@ class Algorithm:
             case FinishStudy(reason=reason):
                 state.finished = True
                 state.finish_reason = reason
+                state.failed = self._failing(state)
             case _:
                 raise TypeError(f"not an event or a decision: {record!r}")
         return state
@@ -208,13 +224,11 @@ class Algorithm:
             if trial is not None and trial.status == TrialStatus.RUNNING and "cut" in trial.info:
                 rung = trial.info["cut"]
                 return [StopTrial(trial.id, trial.attempt, f"outside the survivors of rung {rung}")]
+        if self._failing(state):
+            return self._stop_study(state, f"{state.failures} attempts in a row failed in user code; "
+                                           f"the first: {state.first_failure}")
         if state.stopping:
-            decisions = [
-                StopTrial(tid, state.trials[tid].attempt, "the study was asked to stop")
-                for tid in state.workers.values()
-                if tid is not None and state.trials[tid].status == TrialStatus.RUNNING
-            ]
-            return decisions + [FinishStudy("the study was asked to stop")]
+            return self._stop_study(state, "the study was asked to stop")
         job = None
         if state.idle:
             job = self._job(state)
@@ -223,6 +237,19 @@ class Algorithm:
         if state.busy == 0 and (state.idle or self._job(state) is None):
             return [FinishStudy(self._finish_reason(state))]
         return []
+
+    @staticmethod
+    def _stop_study(state: State, reason: str) -> list[Decision]:
+        decisions: list[Decision] = [
+            StopTrial(tid, state.trials[tid].attempt, reason)
+            for tid in state.workers.values()
+            if tid is not None and state.trials[tid].status == TrialStatus.RUNNING
+        ]
+        return decisions + [FinishStudy(reason)]
+
+    def _failing(self, state: State) -> bool:
+        """Whether trials failed in user code `max_failures` times in a row."""
+        return 0 < self.max_failures <= state.failures
 
     def checkpoints_needed(self, state: State) -> set[str]:
         """Every stored checkpoint the study may still resume from: the latest of each trial that is
@@ -414,7 +441,7 @@ class Algorithm:
     def _attempt_ended(self, state: State, trial: Trial) -> None:
         progress = attempt_progress(trial)
         if progress is None:
-            self._end_trial(state, trial, TrialStatus.FAILED, "the attempt ended without a result")
+            self._fail(state, trial, "the attempt ended without a result")
             return
         bracket = state.brackets[trial.bracket]
         rung = bracket.rungs[trial.rung]
@@ -444,6 +471,13 @@ class Algorithm:
         step = exact_str(trial.history[-1][1])
         self._end_trial(state, trial, TrialStatus.DIVERGED,
                         f"diverged: {self.metric} is {trial.value} at step {step}")
+
+    def _fail(self, state: State, trial: Trial, reason: str) -> None:
+        """The trial fails through its own attempt: one more user-code failure in a row."""
+        if state.failures == 0:
+            state.first_failure = reason if len(reason) <= 300 else reason[:297] + "..."
+        state.failures += 1
+        self._end_trial(state, trial, TrialStatus.FAILED, reason)
 
     def _end_trial(self, state: State, trial: Trial, status: TrialStatus, reason: str) -> None:
         trial.status = status

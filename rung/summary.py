@@ -47,7 +47,7 @@ def study_summary(study, state: State) -> dict[str, Any]:
     best = best_row(trial_rows(state, study.mode == "max"))
     return {
         "name": study.name, "algorithm": study.algorithm, "metric": study.metric, "mode": study.mode,
-        "finished": state.finished, "reason": state.finish_reason,
+        "finished": state.finished, "failed": state.failed, "reason": state.finish_reason,
         "trials": {s.name.lower(): sum(t.status == s for t in state.trials) for s in TrialStatus},
         "brackets": [[[r.budget, len(r)] for r in b.rungs] for b in state.brackets],
         "workers": [[w, t, None if t is None else state.trials[t].attempt]
@@ -58,9 +58,10 @@ def study_summary(study, state: State) -> dict[str, Any]:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
+    ended = "failed" if summary["failed"] else "finished"
     lines = [f"study {summary['name']!r}: {summary['algorithm']}, {summary['metric']} "
              f"({summary['mode']}), "
-             f"{'finished: ' + summary['reason'] if summary['finished'] else 'in progress'}"]
+             f"{ended + ': ' + summary['reason'] if summary['finished'] else 'in progress'}"]
     counts = ", ".join(f"{n} {name}" for name, n in summary["trials"].items() if n)
     lines.append(f"trials: {counts or 'none'}")
     for index, rungs in enumerate(summary["brackets"]):

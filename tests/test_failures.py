@@ -3,20 +3,26 @@ metric, and a trainable whose attempts fail one after another."""
 
 import math
 
+import msgpack
 import pytest
 
 from rung.algorithms import (
     ASHA,
     PBT,
+    AttemptFailed,
     AttemptFinished,
+    FinishStudy,
     FirePBT,
     RandomSearch,
     ResultReported,
     StartTrial,
+    StopTrial,
     TrialStatus,
     WorkerJoined,
+    WorkerLost,
 )
-from rung.summary import best_row, trial_rows
+from rung.study import ALGORITHMS, Study as StudyFile
+from rung.summary import best_row, format_summary, study_summary, trial_rows
 from tests.test_scenarios import SPACE, Study, only
 
 # Each builds a study whose first trial's first attempt trains it to its full budget of 4.
@@ -66,3 +72,86 @@ def test_a_study_whose_every_trial_diverged_has_no_best():
     rows = trial_rows(study.state, maximise=False)
     assert rows[0]["status"] == "diverged" and rows[0]["best"] == 0.1
     assert best_row(rows) is None
+
+
+IMPORT_ERROR = "ModuleNotFoundError: No module named 'trainer'"
+
+
+def test_a_study_whose_attempts_keep_failing_in_user_code_stops_and_says_it_failed():
+    study = Study(RandomSearch(SPACE, budget=1, max_failures=3))
+    study(WorkerJoined("a"))
+    study(WorkerJoined("b"))  # trials 0 and 1 run
+    assert only(study(AttemptFailed(0, 1, IMPORT_ERROR)), StartTrial).trial == 2
+    assert only(study(AttemptFailed(1, 1, IMPORT_ERROR)), StartTrial).trial == 3
+    reason = f"3 attempts in a row failed in user code; the first: {IMPORT_ERROR}"
+    assert study(AttemptFailed(2, 1, IMPORT_ERROR)) == [StopTrial(3, 1, reason), FinishStudy(reason)]
+    assert study.state.finished and study.state.failed and study.state.finish_reason == reason
+    copy = study.algorithm.load_state(msgpack.unpackb(msgpack.packb(study.state.to_data())))
+    assert copy.failed and copy.to_data() == study.state.to_data()
+
+
+def test_a_finished_attempt_resets_the_count_and_a_lost_one_leaves_it_alone():
+    study = Study(RandomSearch(SPACE, budget=1, max_failures=3))
+    study(WorkerJoined("a"))
+    study(AttemptFailed(0, 1, "ValueError: bad lr"))
+    study(AttemptFailed(1, 1, "ValueError: bad lr"))
+    study.train(2, 0.5)  # a good attempt: the failures before it were not the code's fault
+    study(AttemptFailed(3, 1, "ValueError: bad lr"))
+    study(AttemptFailed(4, 1, "ValueError: bad lr"))
+    study(WorkerLost("a"))  # neither a failure nor a success
+    study(WorkerJoined("b"))  # retries trial 5
+    assert not study.state.finished
+    decided = study(AttemptFailed(5, 2, "ValueError: lr is 7"))
+    assert decided == [FinishStudy("3 attempts in a row failed in user code; the first: ValueError: bad lr")]
+    assert study.state.failed
+
+
+def test_an_attempt_that_ends_without_a_result_counts_as_a_failure():
+    study = Study(RandomSearch(SPACE, budget=1, max_failures=2))
+    study(WorkerJoined("a"))
+    study(AttemptFinished(0, 1))
+    assert only(study(AttemptFinished(1, 1)), FinishStudy).reason == (
+        "2 attempts in a row failed in user code; the first: the attempt ended without a result")
+
+
+def test_max_failures_0_never_stops_the_study():
+    study = Study(RandomSearch(SPACE, budget=1, max_failures=0))
+    study(WorkerJoined("a"))
+    for tid in range(50):
+        assert only(study(AttemptFailed(tid, 1, IMPORT_ERROR)), StartTrial).trial == tid + 1
+    assert not study.state.failed
+
+
+def test_the_first_failure_is_named_in_at_most_300_characters():
+    study = Study(RandomSearch(SPACE, budget=1, max_failures=1))
+    study(WorkerJoined("a"))
+    finish = only(study(AttemptFailed(0, 1, "RuntimeError: " + "x" * 1000)), FinishStudy)
+    first = finish.reason.split("the first: ")[1]
+    assert len(first) == 300 and first.startswith("RuntimeError: xxx") and first.endswith("...")
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "10"])
+def test_max_failures_must_be_an_int_of_at_least_0(value):
+    with pytest.raises(ValueError, match=f"^`max_failures` is {value!r}, but must be an int >= 0$"):
+        RandomSearch(SPACE, max_failures=value)
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_every_algorithm_takes_max_failures_from_the_study_file(name):
+    table = {"name": name, "max_failures": 4, **({"n_configs": 9} if name == "sha" else {})}
+    study = StudyFile.from_data({"trainable": "m:f", "space": {"x": ["uniform", 0.0, 1.0]},
+                                 "algorithm": table})
+    assert study.build().max_failures == 4
+
+
+def test_rung_status_says_the_study_failed():
+    study = StudyFile("m:f", SPACE, "random", {"budget": 1, "max_failures": 2}, name="broken")
+    stepped = Study(study.build())
+    stepped(WorkerJoined("a"))
+    stepped(AttemptFailed(0, 1, IMPORT_ERROR))
+    stepped(AttemptFailed(1, 1, IMPORT_ERROR))
+    summary = study_summary(study, stepped.state)
+    assert summary["failed"] and summary["finished"]
+    assert format_summary(summary).splitlines()[0] == (
+        f"study 'broken': random, loss (min), failed: 2 attempts in a row failed in user code; "
+        f"the first: {IMPORT_ERROR}")
