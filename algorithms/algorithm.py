@@ -21,7 +21,8 @@ milestones. The shared rules, for all of them:
   budget), then whatever the algorithm's `_next_job` proposes.
 - A worker lost mid-attempt costs the trial that attempt; after `max_attempts` attempts the trial fails.
   An attempt that fails in user code fails the trial at once: retrying a deterministic error wastes a
-  worker. So does an attempt that ends without a result.
+  worker. So does an attempt that ends without a result, and a result without the study's metric
+  (the attempt is stopped, as Ray Tune's strict metric checking does).
 - Once `max_failures` trials in a row (in event order, over every worker) failed through their own
   attempt, the study stops and is marked failed: a trainable that cannot import would otherwise fail
   every configuration the algorithm has. An attempt that ends without failing its trial resets the
@@ -207,7 +208,11 @@ class Algorithm:
             case StartTrial() | PromoteTrial() | CloneTrial():
                 self._fold_start(state, record)
             case StopTrial(trial=tid, reason=reason):
-                self._end_trial(state, state.trials[tid], TrialStatus.STOPPED, reason)
+                trial = state.trials[tid]
+                if trial.info.pop("unranked", None) is not None:
+                    self._fail(state, trial, reason)
+                else:
+                    self._end_trial(state, trial, TrialStatus.STOPPED, reason)
             case FinishStudy(reason=reason):
                 state.finished = True
                 state.finish_reason = reason
@@ -221,6 +226,10 @@ class Algorithm:
             return []
         if isinstance(event, ResultReported):
             trial = self._trial(state, event.trial)
+            if trial is not None and trial.status == TrialStatus.RUNNING and "unranked" in trial.info:
+                return [StopTrial(trial.id, trial.attempt,
+                                  f"reported metrics {trial.info['unranked']} but the study ranks "
+                                  f"{self.metric!r} (set metric in the study)")]
             if trial is not None and trial.status == TrialStatus.RUNNING and "cut" in trial.info:
                 rung = trial.info["cut"]
                 return [StopTrial(trial.id, trial.attempt, f"outside the survivors of rung {rung}")]
@@ -415,15 +424,21 @@ class Algorithm:
             return
         value = event.metrics.get(self.metric)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            value = math.nan  # a missing or non-numeric metric ranks worst, like NaN
+            value = math.nan  # a non-numeric metric ranks worst, like NaN
         trial.step = event.step
         trial.value = value
         trial.history.append(entry)
         key = ranking_key(value, self.maximise)
         if math.isfinite(key) and (trial.best is None or key < ranking_key(trial.best, self.maximise)):
             trial.best = value
-        if trial.status == TrialStatus.RUNNING:
-            self._on_result(state, trial, event.step, key)
+        if trial.status != TrialStatus.RUNNING:
+            return
+        if self.metric not in event.metrics:
+            # Ranked as NaN, such a trial would train its whole budget to no purpose, and so would
+            # every trial after it: `decide` stops it, and the stop fails it.
+            trial.info["unranked"] = sorted(event.metrics)
+            return
+        self._on_result(state, trial, event.step, key)
 
     def _on_result(self, state: State, trial: Trial, step: float, key: float) -> None:
         """Record the trial in every rung up to its target whose budget this step reaches."""

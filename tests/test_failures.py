@@ -13,6 +13,7 @@ from rung.algorithms import (
     AttemptFinished,
     FinishStudy,
     FirePBT,
+    MedianStopping,
     RandomSearch,
     ResultReported,
     StartTrial,
@@ -31,6 +32,7 @@ TO_THE_END = {
     "asha": lambda: ASHA(SPACE, min_budget=4, max_budget=4, max_trials=2),
     "pbt": lambda: PBT(SPACE, population=2, ready=4, max_budget=4),
     "fire-pbt": lambda: FirePBT(SPACE, subpopulations=2, size=2, ready=4, max_budget=4),
+    "median": lambda: MedianStopping(SPACE, budget=4, grace_period=1, max_trials=2),
 }
 
 
@@ -155,3 +157,30 @@ def test_rung_status_says_the_study_failed():
     assert format_summary(summary).splitlines()[0] == (
         f"study 'broken': random, loss (min), failed: 2 attempts in a row failed in user code; "
         f"the first: {IMPORT_ERROR}")
+
+
+UNRANKED = "reported metrics ['acc', 'val_loss'] but the study ranks 'loss' (set metric in the study)"
+
+
+@pytest.mark.parametrize("build", TO_THE_END.values(), ids=TO_THE_END.keys())
+def test_a_report_without_the_studys_metric_stops_the_attempt_and_fails_the_trial(build):
+    study = Study(build())
+    study(WorkerJoined("w"))
+    assert study(ResultReported(0, 1, 1, {"val_loss": 0.3, "acc": 0.9})) == [StopTrial(0, 1, UNRANKED)]
+    assert (study.trial(0).status, study.trial(0).reason) == (TrialStatus.FAILED, UNRANKED)
+    assert study.trial(0).history == [[1, 1, {"val_loss": 0.3, "acc": 0.9}]]  # shown in its row
+    assert all(0 not in rung.keys for bracket in study.state.brackets for rung in bracket.rungs)
+    assert study(ResultReported(0, 1, 1, {"val_loss": 0.3, "acc": 0.9})) == []  # a duplicate
+    assert study(ResultReported(0, 1, 2, {"val_loss": 0.2, "acc": 0.9})) == []  # sent before the stop came
+    assert only(study(AttemptFinished(0, 1)), StartTrial).trial == 1
+
+
+def test_reports_without_the_metric_count_towards_max_failures():
+    study = Study(RandomSearch(SPACE, budget=4, max_failures=2))
+    study(WorkerJoined("w"))
+    study(ResultReported(0, 1, 1, {"val_loss": 0.3, "acc": 0.9}))
+    study(AttemptFinished(0, 1))  # it stopped as told: the trial has failed all the same
+    decided = study(ResultReported(1, 1, 1, {"val_loss": 0.3, "acc": 0.9}))
+    assert decided == [StopTrial(1, 1, UNRANKED),
+                       FinishStudy(f"2 attempts in a row failed in user code; the first: {UNRANKED}")]
+    assert study.state.failed
