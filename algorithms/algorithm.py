@@ -27,10 +27,12 @@ milestones. The shared rules, for all of them:
   attempt, the study stops and is marked failed: a trainable that cannot import would otherwise fail
   every configuration the algorithm has. An attempt that ends without failing its trial resets the
   count; one lost with its worker neither counts nor resets it.
-- A result counts once: (trial, attempt, step) seen before is a no-op, and a result of a superseded
-  attempt is kept aside as stale and never ranked. NaN or infinite metrics rank worst, and a trial
-  ranked on one is never promoted. A trial that would complete with a NaN or infinite last counted
-  metric ends diverged instead: its earlier finite values would otherwise pass for a usable model.
+- A result counts once: (trial, attempt, step) seen before is a no-op, and a result of an attempt
+  that is not live (superseded, or declared lost) is kept aside as stale and never ranked; such an
+  attempt's checkpoints are never resumed from and its end changes nothing (`is_live`). NaN or
+  infinite metrics rank worst, and a trial ranked on one is never promoted. A trial that would
+  complete with a NaN or infinite last counted metric ends diverged instead: its earlier finite
+  values would otherwise pass for a usable model.
 - A result reaching a rung's budget records the trial's ranking key in that rung; an attempt that ends
   at its budget leaves the trial paused (promotable) below the top rung and completed at the top.
 - Limits: no new trial beyond `max_trials`, no attempt that would take the budget handed out past
@@ -169,14 +171,12 @@ class Algorithm:
             case ResultReported():
                 self._fold_result(state, record)
             case CheckpointStored(trial=tid, attempt=attempt, step=step, checkpoint=key):
-                trial = self._trial(state, tid)
-                if trial is not None and attempt == trial.attempt and (
-                    trial.checkpoint is None or step >= trial.checkpoint_step
-                ):
+                trial = self._live(state, tid, attempt)
+                if trial is not None and (trial.checkpoint is None or step >= trial.checkpoint_step):
                     trial.checkpoint = key
                     trial.checkpoint_step = step
             case AttemptFinished(trial=tid, attempt=attempt):
-                trial = self._current(state, tid, attempt)
+                trial = self._live(state, tid, attempt)
                 if trial is not None:
                     self._release_worker(state, trial)
                     if trial.status == TrialStatus.RUNNING:
@@ -184,7 +184,7 @@ class Algorithm:
                     if trial.status != TrialStatus.FAILED:
                         state.failures = 0
             case AttemptFailed(trial=tid, attempt=attempt, reason=reason):
-                trial = self._current(state, tid, attempt)
+                trial = self._live(state, tid, attempt)
                 if trial is not None:
                     self._release_worker(state, trial)
                     if trial.status == TrialStatus.RUNNING:
@@ -348,12 +348,10 @@ class Algorithm:
     def _trial(state: State, tid: int) -> Trial | None:
         return state.trials[tid] if 0 <= tid < len(state.trials) else None
 
-    def _current(self, state: State, tid: int, attempt: int) -> Trial | None:
-        """The trial, if `attempt` is its current attempt and a worker still holds it."""
+    def _live(self, state: State, tid: int, attempt: int) -> Trial | None:
+        """The trial, if `attempt` of it is live (`is_live`)."""
         trial = self._trial(state, tid)
-        if trial is None or attempt != trial.attempt or trial.worker is None:
-            return None
-        return trial
+        return trial if trial is not None and is_live(trial, attempt) else None
 
     def _fold_start(self, state: State, decision: StartTrial | PromoteTrial | CloneTrial) -> None:
         if isinstance(decision, CloneTrial):
@@ -412,11 +410,11 @@ class Algorithm:
         trial = self._trial(state, event.trial)
         if trial is None or event.attempt > trial.attempt:
             return
-        current = event.attempt == trial.attempt
-        if current and trial.step is not None and event.step <= trial.step:
+        live = is_live(trial, event.attempt)
+        if live and trial.step is not None and event.step <= trial.step:
             return  # seen already: results of one attempt arrive in order
         entry = [event.attempt, event.step, dict(event.metrics)]
-        if not current or trial.status not in (TrialStatus.RUNNING, TrialStatus.STOPPED):
+        if not live:
             # A superseded attempt, or one declared lost that was only late: kept aside, once.
             if not _seen(trial, event.attempt, event.step):
                 trial.stale.append(entry)
@@ -527,6 +525,18 @@ class Algorithm:
         trial.status = TrialStatus.PENDING
         trial.reason = f"attempt {trial.attempt} lost: {reason}"
         state.retry.append(tid)
+
+
+def is_live(trial: Trial, attempt: int) -> bool:
+    """Whether `attempt` is the trial's current attempt and a worker still holds it.
+
+    The one rule for every message of an attempt, results, checkpoints and ends alike: one of an
+    attempt that is not live (superseded, ended, or declared lost while its worker was only late)
+    changes nothing the study ranks or resumes from. A lost attempt's results are kept as stale, so
+    a checkpoint it stores late is past every counted result: resuming from it would skip steps
+    the study never saw.
+    """
+    return attempt == trial.attempt and trial.worker is not None
 
 
 def attempt_progress(trial: Trial) -> float | None:
