@@ -24,6 +24,7 @@ from rung.algorithms import (
 )
 from rung.study import ALGORITHMS, Study as StudyFile
 from rung.summary import best_row, format_summary, study_summary, trial_rows
+from tests.test_fire_pbt import first_segments, fire, line, segment
 from tests.test_scenarios import SPACE, Study, only
 
 # Each builds a study whose first trial's first attempt trains it to its full budget of 4.
@@ -48,6 +49,17 @@ def test_a_trial_whose_last_metric_is_not_finite_ends_diverged_not_completed(bui
     assert study.trial(0).status == TrialStatus.DIVERGED
     assert study.trial(0).reason == f"diverged: loss is {last} at step 4"
     assert study.trial(0).best == 0.25  # what it reached before diverging stays on record
+
+
+def test_a_fire_pbt_evaluator_whose_last_metric_is_nan_when_the_population_finishes_diverged():
+    algorithm = fire(max_budget=20)
+    state, _ = first_segments(algorithm)  # and trial 4 evaluates member 2
+    for member in range(4):
+        segment(algorithm, state, member, line(0.1, 0.01))
+    assert segment(algorithm, state, 4, line(0.1, 0.01)[:-1] + [math.nan]) == [
+        FinishStudy("no work left and every attempt ended")]
+    assert (state.trials[4].status, state.trials[4].reason) == (
+        TrialStatus.DIVERGED, "diverged: Q is nan at step 20")
 
 
 @pytest.mark.parametrize("mode", ["min", "max"])
