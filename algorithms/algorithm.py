@@ -21,10 +21,18 @@ milestones. The shared rules, for all of them:
   budget), then whatever the algorithm's `_next_job` proposes.
 - A worker lost mid-attempt costs the trial that attempt; after `max_attempts` attempts the trial fails.
   An attempt that fails in user code fails the trial at once: retrying a deterministic error wastes a
-  worker.
-- A result counts once: (trial, attempt, step) seen before is a no-op, and a result of a superseded
-  attempt is kept aside as stale and never ranked. NaN or infinite metrics rank worst, and a trial
-  ranked on one is never promoted.
+  worker. So does an attempt that ends without a result, and a result without the study's metric
+  (the attempt is stopped, as Ray Tune's strict metric checking does).
+- Once `max_failures` trials in a row (in event order, over every worker) failed through their own
+  attempt, the study stops and is marked failed: a trainable that cannot import would otherwise fail
+  every configuration the algorithm has. An attempt that ends without failing its trial resets the
+  count; one lost with its worker neither counts nor resets it.
+- A result counts once: (trial, attempt, step) seen before is a no-op, and a result of an attempt
+  that is not live (superseded, or declared lost) is kept aside as stale and never ranked; such an
+  attempt's checkpoints are never resumed from and its end changes nothing (`is_live`). NaN or
+  infinite metrics rank worst, and a trial ranked on one is never promoted. A trial that would
+  complete with a NaN or infinite last counted metric ends diverged instead: its earlier finite
+  values would otherwise pass for a usable model.
 - A result reaching a rung's budget records the trial's ranking key in that rung; an attempt that ends
   at its budget leaves the trial paused (promotable) below the top rung and completed at the top.
 - Limits: no new trial beyond `max_trials`, no attempt that would take the budget handed out past
@@ -84,7 +92,13 @@ def check_budget(name: str, value: Any) -> None:
 
 
 class Algorithm:
-    """Base of every tuning algorithm; see the module docstring for the shared rules."""
+    """Base of every tuning algorithm; see the module docstring for the shared rules.
+
+    Settings every algorithm takes: `metric` and `mode` (what to rank, "min" or "max"), `max_trials`,
+    `total_budget`, `max_attempts` (attempts a trial may lose with its worker, in a row, before it
+    fails) and `max_failures` (trials failing in user code in a row before the study stops, marked
+    failed; 0 never stops it).
+    """
 
     def __init__(
         self,
@@ -95,6 +109,7 @@ class Algorithm:
         max_trials: int | None = None,
         total_budget: float | None = None,
         max_attempts: int = 3,
+        max_failures: int = 10,
     ):
         self.space = Space(space)
         if not isinstance(metric, str) or not metric:
@@ -106,12 +121,14 @@ class Algorithm:
         if total_budget is not None:
             check_budget("total_budget", total_budget)
         check_positive_int("max_attempts", max_attempts)
+        check_positive_int("max_failures", max_failures, minimum=0)
         self.metric = metric
         self.mode = mode
         self.maximise = mode == "max"
         self.max_trials = max_trials
         self.total_budget = total_budget
         self.max_attempts = max_attempts
+        self.max_failures = max_failures
 
     # ----------------------------------------------------------------------------------------------
     # What each algorithm says about itself.
@@ -154,24 +171,24 @@ class Algorithm:
             case ResultReported():
                 self._fold_result(state, record)
             case CheckpointStored(trial=tid, attempt=attempt, step=step, checkpoint=key):
-                trial = self._trial(state, tid)
-                if trial is not None and attempt == trial.attempt and (
-                    trial.checkpoint is None or step >= trial.checkpoint_step
-                ):
+                trial = self._live(state, tid, attempt)
+                if trial is not None and (trial.checkpoint is None or step >= trial.checkpoint_step):
                     trial.checkpoint = key
                     trial.checkpoint_step = step
             case AttemptFinished(trial=tid, attempt=attempt):
-                trial = self._current(state, tid, attempt)
+                trial = self._live(state, tid, attempt)
                 if trial is not None:
                     self._release_worker(state, trial)
                     if trial.status == TrialStatus.RUNNING:
                         self._attempt_ended(state, trial)
+                    if trial.status != TrialStatus.FAILED:
+                        state.failures = 0
             case AttemptFailed(trial=tid, attempt=attempt, reason=reason):
-                trial = self._current(state, tid, attempt)
+                trial = self._live(state, tid, attempt)
                 if trial is not None:
                     self._release_worker(state, trial)
                     if trial.status == TrialStatus.RUNNING:
-                        self._end_trial(state, trial, TrialStatus.FAILED, reason)
+                        self._fail(state, trial, reason)
             case WorkerJoined(worker=worker) | WorkerReady(worker=worker):
                 if worker in state.workers:
                     self._lose_worker(state, worker, "worker came back without its attempt")
@@ -191,10 +208,15 @@ class Algorithm:
             case StartTrial() | PromoteTrial() | CloneTrial():
                 self._fold_start(state, record)
             case StopTrial(trial=tid, reason=reason):
-                self._end_trial(state, state.trials[tid], TrialStatus.STOPPED, reason)
+                trial = state.trials[tid]
+                if trial.info.pop("unranked", None) is not None:
+                    self._fail(state, trial, reason)
+                else:
+                    self._end_trial(state, trial, TrialStatus.STOPPED, reason)
             case FinishStudy(reason=reason):
                 state.finished = True
                 state.finish_reason = reason
+                state.failed = self._failing(state)
             case _:
                 raise TypeError(f"not an event or a decision: {record!r}")
         return state
@@ -204,16 +226,18 @@ class Algorithm:
             return []
         if isinstance(event, ResultReported):
             trial = self._trial(state, event.trial)
+            if trial is not None and trial.status == TrialStatus.RUNNING and "unranked" in trial.info:
+                return [StopTrial(trial.id, trial.attempt,
+                                  f"reported metrics {trial.info['unranked']} but the study ranks "
+                                  f"{self.metric!r} (set metric in the study)")]
             if trial is not None and trial.status == TrialStatus.RUNNING and "cut" in trial.info:
                 rung = trial.info["cut"]
                 return [StopTrial(trial.id, trial.attempt, f"outside the survivors of rung {rung}")]
+        if self._failing(state):
+            return self._stop_study(state, f"{state.failures} attempts in a row failed in user code; "
+                                           f"the first: {state.first_failure}")
         if state.stopping:
-            decisions = [
-                StopTrial(tid, state.trials[tid].attempt, "the study was asked to stop")
-                for tid in state.workers.values()
-                if tid is not None and state.trials[tid].status == TrialStatus.RUNNING
-            ]
-            return decisions + [FinishStudy("the study was asked to stop")]
+            return self._stop_study(state, "the study was asked to stop")
         job = None
         if state.idle:
             job = self._job(state)
@@ -222,6 +246,19 @@ class Algorithm:
         if state.busy == 0 and (state.idle or self._job(state) is None):
             return [FinishStudy(self._finish_reason(state))]
         return []
+
+    @staticmethod
+    def _stop_study(state: State, reason: str) -> list[Decision]:
+        decisions: list[Decision] = [
+            StopTrial(tid, state.trials[tid].attempt, reason)
+            for tid in state.workers.values()
+            if tid is not None and state.trials[tid].status == TrialStatus.RUNNING
+        ]
+        return decisions + [FinishStudy(reason)]
+
+    def _failing(self, state: State) -> bool:
+        """Whether trials failed in user code `max_failures` times in a row."""
+        return 0 < self.max_failures <= state.failures
 
     def checkpoints_needed(self, state: State) -> set[str]:
         """Every stored checkpoint the study may still resume from: the latest of each trial that is
@@ -311,12 +348,10 @@ class Algorithm:
     def _trial(state: State, tid: int) -> Trial | None:
         return state.trials[tid] if 0 <= tid < len(state.trials) else None
 
-    def _current(self, state: State, tid: int, attempt: int) -> Trial | None:
-        """The trial, if `attempt` is its current attempt and a worker still holds it."""
+    def _live(self, state: State, tid: int, attempt: int) -> Trial | None:
+        """The trial, if `attempt` of it is live (`is_live`)."""
         trial = self._trial(state, tid)
-        if trial is None or attempt != trial.attempt or trial.worker is None:
-            return None
-        return trial
+        return trial if trial is not None and is_live(trial, attempt) else None
 
     def _fold_start(self, state: State, decision: StartTrial | PromoteTrial | CloneTrial) -> None:
         if isinstance(decision, CloneTrial):
@@ -375,11 +410,11 @@ class Algorithm:
         trial = self._trial(state, event.trial)
         if trial is None or event.attempt > trial.attempt:
             return
-        current = event.attempt == trial.attempt
-        if current and trial.step is not None and event.step <= trial.step:
+        live = is_live(trial, event.attempt)
+        if live and trial.step is not None and event.step <= trial.step:
             return  # seen already: results of one attempt arrive in order
         entry = [event.attempt, event.step, dict(event.metrics)]
-        if not current or trial.status not in (TrialStatus.RUNNING, TrialStatus.STOPPED):
+        if not live:
             # A superseded attempt, or one declared lost that was only late: kept aside, once.
             if not _seen(trial, event.attempt, event.step):
                 trial.stale.append(entry)
@@ -387,15 +422,21 @@ class Algorithm:
             return
         value = event.metrics.get(self.metric)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            value = math.nan  # a missing or non-numeric metric ranks worst, like NaN
+            value = math.nan  # a non-numeric metric ranks worst, like NaN
         trial.step = event.step
         trial.value = value
         trial.history.append(entry)
         key = ranking_key(value, self.maximise)
         if math.isfinite(key) and (trial.best is None or key < ranking_key(trial.best, self.maximise)):
             trial.best = value
-        if trial.status == TrialStatus.RUNNING:
-            self._on_result(state, trial, event.step, key)
+        if trial.status != TrialStatus.RUNNING:
+            return
+        if self.metric not in event.metrics:
+            # Ranked as NaN, such a trial would train its whole budget to no purpose, and so would
+            # every trial after it: `decide` stops it, and the stop fails it.
+            trial.info["unranked"] = sorted(event.metrics)
+            return
+        self._on_result(state, trial, event.step, key)
 
     def _on_result(self, state: State, trial: Trial, step: float, key: float) -> None:
         """Record the trial in every rung up to its target whose budget this step reaches."""
@@ -413,14 +454,14 @@ class Algorithm:
     def _attempt_ended(self, state: State, trial: Trial) -> None:
         progress = attempt_progress(trial)
         if progress is None:
-            self._end_trial(state, trial, TrialStatus.FAILED, "the attempt ended without a result")
+            self._fail(state, trial, "the attempt ended without a result")
             return
         bracket = state.brackets[trial.bracket]
         rung = bracket.rungs[trial.rung]
         top = trial.rung == len(bracket.rungs) - 1
         if progress >= trial.budget:
             if top:
-                self._end_trial(state, trial, TrialStatus.COMPLETED, "trained its full budget")
+                self._complete(state, trial, "trained its full budget")
                 return
             trial.status = TrialStatus.PAUSED
             trial.reason = f"trained to rung {trial.rung}"
@@ -432,7 +473,24 @@ class Algorithm:
         # The trainable stopped before its budget: rank what it reached, never promote it.
         if trial.id not in rung.keys:
             rung.record(trial.id, self._rung_key(trial, ranking_key(trial.value, self.maximise)))
-        self._end_trial(state, trial, TrialStatus.COMPLETED, "ended before its budget")
+        self._complete(state, trial, "ended before its budget")
+
+    def _complete(self, state: State, trial: Trial, reason: str) -> None:
+        """End a trial that trained as far as it will: completed, or diverged if its last counted
+        metric is NaN or infinite."""
+        if math.isfinite(trial.value):
+            self._end_trial(state, trial, TrialStatus.COMPLETED, reason)
+            return
+        step = exact_str(trial.history[-1][1])
+        self._end_trial(state, trial, TrialStatus.DIVERGED,
+                        f"diverged: {self.metric} is {trial.value} at step {step}")
+
+    def _fail(self, state: State, trial: Trial, reason: str) -> None:
+        """The trial fails through its own attempt: one more user-code failure in a row."""
+        if state.failures == 0:
+            state.first_failure = reason if len(reason) <= 300 else reason[:297] + "..."
+        state.failures += 1
+        self._end_trial(state, trial, TrialStatus.FAILED, reason)
 
     def _end_trial(self, state: State, trial: Trial, status: TrialStatus, reason: str) -> None:
         trial.status = status
@@ -467,6 +525,18 @@ class Algorithm:
         trial.status = TrialStatus.PENDING
         trial.reason = f"attempt {trial.attempt} lost: {reason}"
         state.retry.append(tid)
+
+
+def is_live(trial: Trial, attempt: int) -> bool:
+    """Whether `attempt` is the trial's current attempt and a worker still holds it.
+
+    The one rule for every message of an attempt, results, checkpoints and ends alike: one of an
+    attempt that is not live (superseded, ended, or declared lost while its worker was only late)
+    changes nothing the study ranks or resumes from. A lost attempt's results are kept as stale, so
+    a checkpoint it stores late is past every counted result: resuming from it would skip steps
+    the study never saw.
+    """
+    return attempt == trial.attempt and trial.worker is not None
 
 
 def attempt_progress(trial: Trial) -> float | None:

@@ -271,7 +271,7 @@ class FirePBT(PBT):
                 for trial in state.trials:
                     if trial.info.get("role") == "evaluator" and trial.status == TrialStatus.PAUSED:
                         trial.info["active"] = False
-                        self._end_trial(state, trial, TrialStatus.COMPLETED, "the population finished")
+                        self._complete(state, trial, "the population finished")
             case StartTrial(trial=tid):
                 super().apply(state, record)
                 if "role" not in state.trials[tid].info:

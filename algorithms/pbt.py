@@ -170,7 +170,7 @@ class PBT(Algorithm):
         trial.info["at"] = trial.budget
         trial.info["score"] = ranking_key(trial.value, self.maximise)
         if trial.budget >= self.max_budget:
-            self._end_trial(state, trial, TrialStatus.COMPLETED, "trained its full budget")
+            self._complete(state, trial, "trained its full budget")
             return
         trial.status = TrialStatus.PAUSED
         trial.reason = f"ready at step {trial.budget:g}"

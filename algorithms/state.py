@@ -28,6 +28,7 @@ class TrialStatus(IntEnum):
     COMPLETED = 4
     STOPPED = 5
     FAILED = 6
+    DIVERGED = 7  # trained as far as it would, but its last counted metric is NaN or infinite
 
     @property
     def terminal(self) -> bool:
@@ -180,8 +181,8 @@ class State:
 
     __slots__ = (
         "seed", "trials", "workers", "idle", "retry", "queued", "brackets", "live_brackets",
-        "sampled", "started", "jobs", "budget_spent", "stale_results", "stopping", "finished",
-        "finish_reason",
+        "sampled", "started", "jobs", "budget_spent", "stale_results", "failures", "first_failure",
+        "stopping", "finished", "finish_reason", "failed",
     )
 
     def __init__(self, seed: int):
@@ -200,9 +201,12 @@ class State:
         self.jobs = 0  # attempts the algorithm handed out, retries excluded
         self.budget_spent = 0.0  # budget given to attempts, counted from where each resumed
         self.stale_results = 0
+        self.failures = 0  # trials failed through their own attempt since an attempt last ended well
+        self.first_failure = ""  # the reason of the first of those
         self.stopping = False
         self.finished = False
         self.finish_reason = ""
+        self.failed = False  # the study stopped because its trials kept failing
 
     @property
     def busy(self) -> int:
@@ -223,9 +227,12 @@ class State:
             "jobs": self.jobs,
             "budget_spent": self.budget_spent,
             "stale_results": self.stale_results,
+            "failures": self.failures,
+            "first_failure": self.first_failure,
             "stopping": self.stopping,
             "finished": self.finished,
             "finish_reason": self.finish_reason,
+            "failed": self.failed,
         }
 
     @classmethod
@@ -238,7 +245,7 @@ class State:
         state.queued = deque(data["queued"])
         state.brackets = [Bracket.from_data(b) for b in data["brackets"]]
         state.live_brackets = list(data["live_brackets"])
-        for name in ("sampled", "started", "jobs", "budget_spent", "stale_results", "stopping",
-                     "finished", "finish_reason"):
+        for name in ("sampled", "started", "jobs", "budget_spent", "stale_results", "failures",
+                     "first_failure", "stopping", "finished", "finish_reason", "failed"):
             setattr(state, name, data[name])
         return state

@@ -9,7 +9,8 @@ from rung.algorithms.pbt import best_schedule
 
 
 def trial_rows(state: State, maximise: bool) -> list[dict[str, Any]]:
-    """Every trial as a plain row, the best first (trials with no finite metric last)."""
+    """Every trial as a plain row, the best first: trials with no finite metric after those with one,
+    and diverged trials after every other (a finite value before the divergence is no usable model)."""
     rows = []
     for trial in state.trials:
         rows.append({
@@ -18,9 +19,16 @@ def trial_rows(state: State, maximise: bool) -> list[dict[str, Any]]:
             "attempts": trial.attempt, "config": dict(trial.config), "reason": trial.reason,
             "metrics": dict(trial.history[-1][2]) if trial.history else {},
         })
-    ranked = [r for r in rows if r["best"] is not None]
-    ranked.sort(key=lambda r: -r["best"] if maximise else r["best"])
-    return ranked + [r for r in rows if r["best"] is None]
+    sign = -1 if maximise else 1
+    rows.sort(key=lambda r: (r["status"] == "diverged", r["best"] is None,
+                             0 if r["best"] is None else sign * r["best"]))
+    return rows
+
+
+def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The study's best trial among `trial_rows`: one with a finite metric that did not diverge."""
+    best = rows[0] if rows else None
+    return best if best is not None and best["best"] is not None and best["status"] != "diverged" else None
 
 
 def schedule_rows(state: State, maximise: bool) -> list[dict[str, Any]] | None:
@@ -36,11 +44,10 @@ def schedule_rows(state: State, maximise: bool) -> list[dict[str, Any]] | None:
 
 def study_summary(study, state: State) -> dict[str, Any]:
     """What `rung status` shows: trials per status and per rung, workers, the best so far."""
-    rows = trial_rows(state, study.mode == "max")
-    best = rows[0] if rows and rows[0]["best"] is not None else None
+    best = best_row(trial_rows(state, study.mode == "max"))
     return {
         "name": study.name, "algorithm": study.algorithm, "metric": study.metric, "mode": study.mode,
-        "finished": state.finished, "reason": state.finish_reason,
+        "finished": state.finished, "failed": state.failed, "reason": state.finish_reason,
         "trials": {s.name.lower(): sum(t.status == s for t in state.trials) for s in TrialStatus},
         "brackets": [[[r.budget, len(r)] for r in b.rungs] for b in state.brackets],
         "workers": [[w, t, None if t is None else state.trials[t].attempt]
@@ -51,9 +58,10 @@ def study_summary(study, state: State) -> dict[str, Any]:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
+    ended = "failed" if summary["failed"] else "finished"
     lines = [f"study {summary['name']!r}: {summary['algorithm']}, {summary['metric']} "
              f"({summary['mode']}), "
-             f"{'finished: ' + summary['reason'] if summary['finished'] else 'in progress'}"]
+             f"{ended + ': ' + summary['reason'] if summary['finished'] else 'in progress'}"]
     if summary.get("paused"):  # only a live broker's summary says so
         lines.append(f"paused: {summary['paused']}")
     counts = ", ".join(f"{n} {name}" for name, n in summary["trials"].items() if n)

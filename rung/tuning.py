@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping
 
 from rung.local import run_local
 from rung.study import Study
+from rung.summary import best_row
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,6 @@ def tune(trainable: str | list[str] | Callable, space: Mapping[str, Any], algori
         sys.path.insert(0, str(Path(sys.modules["__main__"].__file__).resolve().parent))
     broker = run_local(study, directory, workers, progress=sys.stderr if progress else None)
     rows = broker.results()
-    best = rows[0] if rows and rows[0]["best"] is not None else None
+    best = best_row(rows)
     return TuneResult(best, rows, directory, broker.finished, broker.state.finish_reason,
                       broker.schedule())

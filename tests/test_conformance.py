@@ -10,7 +10,9 @@ contract on the records:
 - a duplicated result changes nothing; a result of a superseded attempt never changes a ranking;
 - nothing is promoted from outside the top floor(n / eta) of its rung at the moment of promotion;
 - at most one running attempt per trial, work only goes to free workers, limits hold, and every
-  result is either counted once or kept as stale.
+  result is either counted once or kept as stale;
+- a trial that trained as far as it will ends completed if its last counted metric is finite, and
+  diverged if not.
 """
 
 import math
@@ -200,6 +202,9 @@ def check_state(algorithm, state):
     for trial in state.trials:
         if trial.status == TrialStatus.RUNNING:
             assert trial.worker is not None and state.workers[trial.worker] == trial.id
+        if trial.status in (TrialStatus.COMPLETED, TrialStatus.DIVERGED) and trial.history:
+            diverged = not math.isfinite(trial.value)
+            assert (trial.status == TrialStatus.DIVERGED) == diverged, "completed on a NaN or inf"
     if algorithm.max_trials is not None:
         assert state.started <= algorithm.max_trials
     if algorithm.total_budget is not None:
