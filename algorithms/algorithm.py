@@ -133,6 +133,14 @@ class Algorithm:
     # ----------------------------------------------------------------------------------------------
     # What each algorithm says about itself.
 
+    @property
+    def bounded(self) -> bool:
+        """Whether the study ends by itself: a limit is set, or the scheme runs out of work."""
+        return self.max_trials is not None or self.total_budget is not None or self._finite
+
+    # A scheme whose own settings make its work finite (a grid, a number of brackets, a population).
+    _finite = False
+
     def _initial_brackets(self) -> list[Bracket]:
         """Brackets that exist from the start (synchronous schemes open theirs as they go)."""
         return []
@@ -488,7 +496,9 @@ class Algorithm:
     def _fail(self, state: State, trial: Trial, reason: str) -> None:
         """The trial fails through its own attempt: one more user-code failure in a row."""
         if state.failures == 0:
-            state.first_failure = reason if len(reason) <= 300 else reason[:297] + "..."
+            # Its first line: a reason goes on with the end of the attempt's log.
+            first = reason.split("\n", 1)[0]
+            state.first_failure = first if len(first) <= 300 else first[:297] + "..."
         state.failures += 1
         self._end_trial(state, trial, TrialStatus.FAILED, reason)
 

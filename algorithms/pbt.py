@@ -61,6 +61,7 @@ class PBT(Algorithm):
         if not isinstance(synchronous, bool):
             raise ValueError(f"`synchronous` is {synchronous!r}, but must be a bool")
         self.population = population
+        self._finite = True  # each member trains to max_budget
         self.ready = ready
         self.max_budget = max_budget
         self.quantile = quantile

@@ -35,6 +35,8 @@ class GridSearch(RandomSearch):
     the grid is exhausted (or at `max_trials`, whichever comes first).
     """
 
+    _finite = True
+
     def _next_job(self, state: State) -> Job | None:
         return self._new_trial_job(state, self.budget, 0, 0, f"grid point {state.sampled}")
 

@@ -56,6 +56,7 @@ class _Synchronous(Algorithm):
         self.eta = eta
         self.max_brackets = brackets
         self.overlap = overlap
+        self._finite = brackets is not None
 
     def _plan(self, index: int) -> list[tuple]:
         """(n_i, r_i) of the bracket opened `index`-th."""

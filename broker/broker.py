@@ -59,6 +59,7 @@ from rung.algorithms import (
     ResultReported,
     StartTrial,
     StopTrial,
+    TrialStatus,
     WorkerJoined,
     WorkerLost,
     WorkerReady,
@@ -206,7 +207,7 @@ class Broker:
                 name = trial.status.name.lower()
                 counts[name] = counts.get(name, 0) + 1
                 key = ranking_key(trial.best, self.algorithm.maximise)
-                if key < best_key:
+                if key < best_key and trial.status != TrialStatus.DIVERGED:
                     best, best_key = trial, key
             return counts, None if best is None else (best.id, best.best)
 
@@ -242,6 +243,10 @@ class Broker:
                 self.store = CheckpointStore(self.directory / "checkpoints")
                 try:
                     self._recover()
+                    if not self.state.finished and not self.algorithm.bounded:
+                        self.log(f"study {self.study.name!r} has no limit ({self.study.algorithm} without "
+                                 "max_trials or total_budget): it runs until it is stopped (Ctrl-C, "
+                                 "SIGTERM, Broker.stop()); set one in its [algorithm] table to bound it")
                     self._loop()
                 finally:
                     self.store.close()

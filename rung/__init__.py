@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "tune": "rung.tuning", "TuneResult": "rung.tuning", "Study": "rung.study",
+    "StudyFailed": "rung.study",
     **{name: "rung.algorithms" for name in (
         "ASHA", "AsyncHyperband", "FirePBT", "GridSearch", "Hyperband", "MedianStopping", "PBT",
         "RandomSearch", "Space", "SuccessiveHalving", "choice", "grid", "loguniform", "randint",

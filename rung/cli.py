@@ -9,7 +9,8 @@
     rung logs DIR TRIAL [--attempt N] [--follow]  what a trial's attempt printed
     rung simulate [--algorithm NAME] [--workers N] ...   a study on virtual workers, in simulated time
 
-Errors are one line on stderr and exit status 2. SIGTERM and SIGINT end every command gracefully
+Errors are one line on stderr and exit status 2; a study that failed (`max_failures`, or no good
+trial) ends `rung run` with status 1, its first failure and the end of that trial's log. SIGTERM and SIGINT end every command gracefully
 (rung/shutdown.py); the exit status is then 128 + the signal's number (143, 130).
 """
 
@@ -38,8 +39,8 @@ from rung.algorithms import (
 from rung.algorithms.benchmarks import CrossingCurves
 from rung.algorithms.simulate import Simulator
 from rung.shutdown import Interrupted, child_environment, end_with_parent, interrupt, on_signals
-from rung.study import Study
-from rung.summary import format_summary, schedule_rows, study_summary, trial_rows
+from rung.study import Study, StudyFailed
+from rung.summary import format_summary, schedule_rows, study_failure, study_summary, trial_rows
 
 SIMULATED = {
     "random": lambda a, space: RandomSearch(space, budget=a.max_budget, **limits(a)),
@@ -194,13 +195,18 @@ def run_study(args) -> None:
     with on_signals(interrupt):
         broker = run_local(study, directory, args.workers, progress=sys.stderr,
                            progress_timeout=args.progress_timeout)
-    print(f"finished: {broker.state.finish_reason}" if broker.finished else "stopped")
-    print_results(broker.results(), study, top=10, form="table")
+    ended = "failed" if broker.state.failed else "finished"
+    print(f"{ended}: {broker.state.finish_reason}" if broker.finished else "stopped")
+    rows = broker.results()
+    print_results(rows, study, top=10, form="table")
     schedule = broker.schedule()
     if schedule is not None:
         print(f"\nthe best member's schedule (replay it from scratch; `rung results {directory} "
               "--schedule`):")
         print_schedule(schedule, form="table")
+    failure = study_failure(broker.state, rows)
+    if failure is not None:
+        raise StudyFailed(f"{failure}\nrung: every trial's log: rung logs {directory} TRIAL")
 
 
 def serve_broker(args) -> None:
@@ -379,9 +385,10 @@ def print_results(rows, study, *, top, form) -> None:
         json.dump(rows, sys.stdout, indent=1, default=str)
         print()
         return
-    header = ["trial", "status", f"best_{study.metric}", "budget", "attempts", *names]
+    header = ["trial", "status", f"best_{study.metric}", "budget", "attempts", *names, "reason"]
     print_table(header, [[r["trial"], r["status"], "" if r["best"] is None else f"{r['best']:.6g}",
-                          f"{r['budget']:g}", r["attempts"], *(_cell(r["config"].get(n)) for n in names)]
+                          f"{r['budget']:g}", r["attempts"], *(_cell(r["config"].get(n)) for n in names),
+                          r["reason"] if form == "csv" else _first_line(r["reason"])]
                          for r in rows], form)
 
 
@@ -394,6 +401,12 @@ def print_table(header: list, table: list[list], form: str) -> None:
     widths = [max(len(str(c)) for c in column) for column in zip(header, *table)]
     for line in [header, *table]:
         print("  ".join(str(c).rjust(w) for c, w in zip(line, widths)))
+
+
+def _first_line(text: str, width: int = 60) -> str:
+    """A reason in a table: its first line, cut to `width` (the full text: --format csv or json)."""
+    line = text.split("\n", 1)[0]
+    return line if len(line) <= width and "\n" not in text else line[:width - 3] + "..."
 
 
 def _cell(value) -> str:
@@ -450,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
+    except StudyFailed as failed:
+        print(f"rung: the study failed: {failed}", file=sys.stderr)
+        return 1
     except Interrupted as stopped:
         print(f"rung: stopped by {stopped}", file=sys.stderr)
         return stopped.exit_status

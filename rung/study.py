@@ -55,6 +55,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+
+class StudyFailed(Exception):
+    """A study ended failed: it stopped at `max_failures`, or without one good trial. `rung run` exits
+    with status 1 saying why; `rung.tune` raises this, with what it would have returned as `result`."""
+
+    def __init__(self, why: str, result: Any = None):
+        super().__init__(why)
+        self.result = result
+
 ALGORITHMS: dict[str, type[Algorithm]] = {
     "random": RandomSearch,
     "grid": GridSearch,

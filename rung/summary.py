@@ -31,6 +31,23 @@ def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return best if best is not None and best["best"] is not None and best["status"] != "diverged" else None
 
 
+def study_failure(state: State, rows: list[dict[str, Any]]) -> str | None:
+    """Why a finished study counts as failed, for `rung run` and `rung.tune` to say (and exit non-zero,
+    or raise): it stopped at `max_failures`, or it ended without one good trial. The text ends with
+    the first failed trial's reason, which carries the end of its log. None for a study that did not
+    fail, or has not finished."""
+    if not state.finished or (not state.failed and best_row(rows) is not None):
+        return None
+    why = state.finish_reason if state.failed else "the study ended without one good trial"
+    failed = [t for t in state.trials if t.status in (TrialStatus.FAILED, TrialStatus.DIVERGED)]
+    if not failed:
+        return why
+    counts = {status: sum(t.status.name.lower() == status for t in failed) for status in ("failed", "diverged")}
+    first = failed[0]
+    told = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    return f"{why} ({told}); trial {first.id} {first.status.name.lower()}: {first.reason}"
+
+
 def schedule_rows(state: State, maximise: bool) -> list[dict[str, Any]] | None:
     """How the best member of a population-based study got its weights, oldest first: from which
     step it trained with which hyperparameters, and on whose weights (PBT copies them around). What to

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from rung.local import run_local
-from rung.study import Study
-from rung.summary import best_row
+from rung.study import Study, StudyFailed
+from rung.summary import best_row, study_failure
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ def tune(trainable: str | list[str] | Callable, space: Mapping[str, Any], algori
     processes.
 
     The study lives in `directory` (default runs/NAME): calling again with the same arguments
-    resumes it from its journal.
+    resumes it from its journal. Raises `StudyFailed` (its `result` is what would have been returned)
+    when the study stopped at `max_failures` or ended without one good trial.
     """
     study = Study(trainable_name(trainable), dict(space), algorithm, settings, metric, mode, seed, name)
     directory = Path(directory) if directory is not None else Path("runs") / name
@@ -60,6 +61,9 @@ def tune(trainable: str | list[str] | Callable, space: Mapping[str, Any], algori
         sys.path.insert(0, str(Path(sys.modules["__main__"].__file__).resolve().parent))
     broker = run_local(study, directory, workers, progress=sys.stderr if progress else None)
     rows = broker.results()
-    best = best_row(rows)
-    return TuneResult(best, rows, directory, broker.finished, broker.state.finish_reason,
-                      broker.schedule())
+    result = TuneResult(best_row(rows), rows, directory, broker.finished, broker.state.finish_reason,
+                        broker.schedule())
+    failure = study_failure(broker.state, rows)
+    if failure is not None:
+        raise StudyFailed(failure, result)
+    return result

@@ -60,7 +60,7 @@ def test_a_collection_that_fails_is_reported_once_and_the_loop_goes_on(tmp_path,
     monkeypatch.setattr(broker_module, "COLLECT_EVERY", 0.0)
     monkeypatch.setattr(CheckpointStore, "collect", no_descriptors)
     logs = []
-    study = Study(CURVE, {"x": uniform(0.0, 1.0)}, "random", {"budget": 1})
+    study = Study(CURVE, {"x": uniform(0.0, 1.0)}, "random", {"budget": 1, "max_trials": 10})
     broker = Broker(study, tmp_path, heartbeat=0.05, liveness=5.0, log=logs.append).start()
     client = peer(broker.address)
     try:
