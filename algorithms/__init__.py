@@ -16,6 +16,7 @@ from .events import (
     ResultReported,
     StopRequested,
     WorkerJoined,
+    WorkerLeft,
     WorkerLost,
     WorkerReady,
 )
@@ -46,6 +47,6 @@ __all__ = [
     "CloneTrial", "ConfigEnqueued", "Decision", "Event", "FinishStudy", "FirePBT", "GridSearch", "Hyperband",
     "MedianStopping", "PBT", "PromoteTrial", "RandomSearch", "ResultReported", "Space",
     "StartTrial", "State", "StopRequested", "StopTrial", "SuccessiveHalving", "Trial",
-    "TrialStatus", "WorkerJoined", "WorkerLost", "WorkerReady", "choice", "grid",
+    "TrialStatus", "WorkerJoined", "WorkerLeft", "WorkerLost", "WorkerReady", "choice", "grid",
     "hyperband_brackets", "loguniform", "randint", "replay", "sha_rungs", "step", "uniform",
 ]

@@ -20,6 +20,7 @@ milestones. The shared rules, for all of them:
 - A free worker gets, first, the oldest lost attempt to retry (from its last checkpoint, at the same
   budget), then whatever the algorithm's `_next_job` proposes.
 - A worker lost mid-attempt costs the trial that attempt; after `max_attempts` attempts the trial fails.
+  A worker that left on purpose (`WorkerLeft`: preempted) costs the attempt too, but never the trial.
   An attempt that fails in user code fails the trial at once: retrying a deterministic error wastes a
   worker. So does an attempt that ends without a result, and a result without the study's metric
   (the attempt is stopped, as Ray Tune's strict metric checking does).
@@ -54,6 +55,7 @@ from .events import (
     ResultReported,
     StopRequested,
     WorkerJoined,
+    WorkerLeft,
     WorkerLost,
     WorkerReady,
 )
@@ -205,6 +207,9 @@ class Algorithm:
             case WorkerLost(worker=worker, reason=reason):
                 if worker in state.workers:
                     self._lose_worker(state, worker, reason)
+            case WorkerLeft(worker=worker, reason=reason):
+                if worker in state.workers:
+                    self._lose_worker(state, worker, reason, counts=False)
             case ConfigEnqueued(config=config):
                 tid = len(state.trials)
                 # Parameters the user left out are drawn, so that a partial configuration is enough.
@@ -518,7 +523,9 @@ class Algorithm:
             state.workers[worker] = None
             state.idle[worker] = None
 
-    def _lose_worker(self, state: State, worker: str, reason: str) -> None:
+    def _lose_worker(self, state: State, worker: str, reason: str, counts: bool = True) -> None:
+        """The worker is gone, and its attempt with it: retried, or, once `max_attempts` in a row are
+        lost (`counts`: a departure on purpose is not), failed."""
         tid = state.workers.pop(worker)
         state.idle.pop(worker, None)
         if tid is None:
@@ -527,7 +534,8 @@ class Algorithm:
         trial.worker = None
         if trial.status != TrialStatus.RUNNING:
             return
-        trial.lost += 1
+        if counts:
+            trial.lost += 1
         if trial.lost >= self.max_attempts:
             self._end_trial(state, trial, TrialStatus.FAILED,
                             f"lost {trial.lost} attempts in a row, the last: {reason}")

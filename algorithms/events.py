@@ -40,6 +40,17 @@ class WorkerLost:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerLeft:
+    """A worker left on purpose (its scheduler sent SIGTERM: preemption, scancel). Its attempt is
+    retried like a lost one, but a departure says nothing about the trial, so it does not count
+    towards `max_attempts`."""
+
+    worker: str
+    reason: str = "worker left"
+    time: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class ResultReported:
     """A trial attempt reported metrics after training up to `step` units of budget."""
 
@@ -100,6 +111,7 @@ Event = (
     WorkerJoined
     | WorkerReady
     | WorkerLost
+    | WorkerLeft
     | ResultReported
     | CheckpointStored
     | AttemptFinished

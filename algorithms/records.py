@@ -17,6 +17,7 @@ _KINDS = {
     "worker_joined": events.WorkerJoined,
     "worker_ready": events.WorkerReady,
     "worker_lost": events.WorkerLost,
+    "worker_left": events.WorkerLeft,
     "result": events.ResultReported,
     "checkpoint": events.CheckpointStored,
     "attempt_finished": events.AttemptFinished,

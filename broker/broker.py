@@ -61,6 +61,7 @@ from rung.algorithms import (
     StopTrial,
     TrialStatus,
     WorkerJoined,
+    WorkerLeft,
     WorkerLost,
     WorkerReady,
     step,
@@ -395,7 +396,10 @@ class Broker:
                 if data is not None:
                     self._send(route, p.Chunk(key, offset, data))
             case p.Goodbye(reason=reason):
-                self._lose(message.worker, f"the worker left: {reason}", now)
+                self.registry.remove(message.worker)
+                if message.worker in self.state.workers:
+                    self._step(WorkerLeft(message.worker, f"the worker left: {reason}", time=time.time()),
+                               now)
 
     def _hello(self, route: bytes, hello: p.Hello, now: float) -> None:
         if self.state.finished:

@@ -20,6 +20,7 @@ from rung.algorithms import (
     StopTrial,
     TrialStatus,
     WorkerJoined,
+    WorkerLeft,
     WorkerLost,
     step,
 )
@@ -160,3 +161,23 @@ def test_a_trial_never_resumes_past_its_counted_results(name, data):
         if trial.status == TrialStatus.COMPLETED and not trial.info.get("clones"):
             counted = {at for _, at, _ in trial.history}
             assert set(range(1, int(trial.budget) + 1)) <= counted, trial.history
+
+
+def test_a_trial_whose_workers_leave_again_and_again_is_retried_each_time_but_one_lost_as_often_fails():
+    # Preemption (a worker's goodbye on SIGTERM) says nothing about the trial; a crash might.
+    for event, fails in ((WorkerLeft, False), (WorkerLost, True)):
+        study = Study(RandomSearch(SPACE, budget=4, max_trials=1, max_attempts=3))
+        study(WorkerJoined("w0"))
+        for n in range(1, 6):
+            study(ResultReported(0, n, n, {"loss": 1.0 / n}))
+            study(CheckpointStored(0, n, n, f"k{n}"))
+            study(event(f"w{n - 1}"))
+            decided = study(WorkerJoined(f"w{n}"))
+            if fails and n == 3:
+                assert study.state.trials[0].status == TrialStatus.FAILED
+                assert study.state.trials[0].reason.startswith("lost 3 attempts in a row")
+                break
+            retry = only(decided, StartTrial)
+            assert (retry.trial, retry.attempt, retry.checkpoint) == (0, n + 1, f"k{n}")
+        else:
+            assert not fails and study.state.trials[0].status == TrialStatus.RUNNING

@@ -68,7 +68,7 @@ def test_a_signal_to_rung_run_ends_every_process_and_a_rerun_resumes_with_nothin
     finally:
         stop(run)
     assert f"stopped by {signal.Signals(signum).name}" in run.stderr.read()
-    left = [event for event, _ in _records(directory) if event[0] == "worker_lost"]
+    left = [event for event, _ in _records(directory) if event[0] == "worker_left"]
     assert left and all("the worker left" in event[2] for event in left)
     _, state, _ = load_directory(directory)
     assert not any(t.status.name == "FAILED" for t in state.trials)
@@ -111,8 +111,8 @@ def test_a_signal_to_a_worker_stops_its_command_line_attempt_and_hands_the_trial
         broker.stop()
         broker.wait(10)
         stop(target)
-    lost = [event for event, _ in _records(tmp_path / "study") if event[0] == "worker_lost"]
-    assert [event[2] for event in lost] == ["the worker left: SIGTERM"]
+    left = [event for event, _ in _records(tmp_path / "study") if event[0] == "worker_left"]
+    assert [event[2] for event in left] == ["the worker left: SIGTERM"]
     assert "left (SIGTERM)" in target.stderr.read()
 
 
