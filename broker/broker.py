@@ -74,6 +74,7 @@ from rung.summary import schedule_rows, study_summary, trial_rows
 
 from . import logs
 from .checkpoints import CheckpointError, CheckpointIncomplete, CheckpointStore, NoSpace
+from .intake import Intake, Verdict
 from .journal import Journal, JournalError, JournalFull
 from .limits import crowded, open_files_limit, raise_open_files_limit, workers_room
 from .lock import StudyLock
@@ -257,11 +258,9 @@ class Broker:
     def _recover(self) -> None:
         self.registry = Registry(self.liveness)
         self.assigned: dict[tuple[int, int], tuple[str, str | None]] = {}  # attempt -> worker, resumed from
-        self.seqs: dict[tuple[int, int], int] = {}
+        self.intake = Intake(self.liveness)  # which trial messages to take and acknowledge
         self.outbox: list[tuple[bytes, list[bytes]]] = []
-        self.acks: dict[tuple[bytes, int, int], int] = {}
         self.bad: dict[bytes, int] = {}
-        self.resend_asked: dict[str, float] = {}  # worker -> when it was last asked to send again
         self.refusals: dict[str, int] = {}  # upload -> times its end failed the store's checks
         self._collected_at = time.monotonic()
         records = self.journal.records
@@ -416,10 +415,8 @@ class Broker:
         self.registry.hello(hello.worker, hello.incarnation, route, now, hello.accelerator, hello.host,
                             hello.pid)
         for trial, attempt, seq in hello.next_seqs:
-            # An attempt inherited from the journal, which keeps no seqs: its messages are taken from
-            # the worker's first unacknowledged one, so that one lost on the way shows as a gap.
             if self._holder(trial, attempt) == hello.worker:
-                self.seqs.setdefault((trial, attempt), _before(seq))
+                self.intake.inherited(trial, attempt, seq)
         self._send(route, p.Welcome(hello.worker, self.heartbeat, self.liveness))
         if hello.worker not in self.state.workers:
             # New, or declared lost and back (a freeze, a healed partition): whatever it still runs
@@ -492,17 +489,11 @@ class Broker:
             # A worker streaming results never heartbeats: its messages are where an attempt that
             # should not run any more shows.
             self._stop_once(self.registry.entries.get(message.worker), *key)
-        last = self.seqs.get(key)
-        if last is None:
-            # An attempt this broker ran counts from seq 1; one it inherited from the journal (which
-            # keeps no seqs) from what its worker's hello said, else from the first message it gets
-            # (a worker sends nothing after a hello before the welcome, and then its whole outbox,
-            # oldest first).
-            last = self.seqs[key] = _before(message.seq)
-        if message.seq > last + 1:
+        verdict = self.intake.verdict(message.trial, message.attempt, message.seq)
+        if verdict is Verdict.GAP:
             self._ask_resend(route, message.worker, now)
             return
-        if message.seq == last + 1:
+        if verdict is Verdict.NEXT:
             try:
                 event = self._event(route, message)
             except CheckpointIncomplete as error:
@@ -517,17 +508,14 @@ class Broker:
                     return
             if event is not None:  # else a log, stored and not journaled
                 self._step(event, now)
-            self.seqs[key] = last = message.seq
-        # Seqs taken only grow, so the latest is the acknowledgement.
-        self.acks[(route, message.trial, message.attempt)] = last
+            self.intake.taken(route, message.trial, message.attempt, message.seq)
+        else:
+            self.intake.copy(route, message.trial, message.attempt)
 
     def _ask_resend(self, route: bytes, worker: str, now: float, again: bool = False) -> None:
-        """Messages before this one never came (queued on a connection that dropped): nothing is taken
-        out of order, and a hello, once per liveness window, makes the worker send everything not
-        acknowledged again, in order. `again`: the worker's copy was refused, and a resend is asked
-        for at once."""
-        if again or now - self.resend_asked.get(worker, -math.inf) >= self.liveness:
-            self.resend_asked[worker] = now
+        """Ask the worker to say hello and send everything not acknowledged again (`again`: at once,
+        its copy was refused)."""
+        if self.intake.ask_again(worker, now, again):
             self._send(route, p.Rejoin(f"messages of worker {worker!r} are missing: send them again"))
 
     def _refused(self, route: bytes, end: p.CheckpointEnd, error: CheckpointError, now: float):
@@ -590,7 +578,7 @@ class Broker:
                 case StartTrial() | PromoteTrial() | CloneTrial():
                     self.registry.entries[decision.worker].sent[
                         (decision.trial, decision.attempt)] = now
-                    self.seqs[(decision.trial, decision.attempt)] = 0
+                    self.intake.started(decision.trial, decision.attempt)
                     self._send(self.registry.route(decision.worker), self._run_message(decision))
                 case StopTrial(trial=tid, attempt=attempt, reason=reason):
                     worker = self.assigned[(tid, attempt)][0]
@@ -612,9 +600,8 @@ class Broker:
             self.outbox.append((route, p.encode(message)))
 
     def _flush(self, sock: zmq.Socket) -> None:
-        for (route, trial, attempt), seq in self.acks.items():
+        for route, trial, attempt, seq in self.intake.take_acks():
             self.outbox.append((route, p.encode(p.Ack(trial, attempt, seq))))
-        self.acks.clear()
         if self.state.finished:
             for entry in self.registry.entries.values():
                 if entry.route is not None:
@@ -669,8 +656,8 @@ class Broker:
             self._pause(self.store.full, now)
 
     def _pause(self, full: JournalFull | NoSpace, now: float) -> None:
-        self._held = (self.outbox, self.acks)
-        self.outbox, self.acks = [], {}
+        self._held = (self.outbox, self.intake.acks)
+        self.outbox, self.intake.acks = [], {}
         self._full_since = self._full_tried = now
         self._full = (f"disk full: cannot write {full.path} ({full.reason}), {_free_bytes(full.path)} "
                       "bytes free there")
@@ -685,7 +672,7 @@ class Broker:
             return
         if not self.store.has_room():
             return
-        held, self.acks = self._held
+        held, self.intake.acks = self._held
         self.outbox[:0] = held
         # Runs held back leave only now: a worker gets the liveness window to list them.
         for entry in self.registry.entries.values():
@@ -730,12 +717,6 @@ def _free_bytes(path: Path) -> int | str:
         return shutil.disk_usage(path.parent).free
     except OSError:
         return "unknown"
-
-
-def _before(seq: int) -> int:
-    """The seq taken last when `seq` is the first of an inherited attempt to take: seqs count from 1,
-    so a peer's 0 never lowers the baseline below nothing taken."""
-    return max(seq - 1, 0)
 
 
 def _upload(message) -> str:

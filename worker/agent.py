@@ -51,6 +51,7 @@ from .attempt import Attempt, AttemptSpec, Exited, Interpreter, Reported, Saved,
 from .folders import make_folder
 from .logtail import LogTail
 from .reaper import become_subreaper, reap_orphans
+from .session import Outgoing, WorkerSession
 
 CHUNK = 1 << 20
 LOG_EVERY = 1.0  # seconds between two reads of a running attempt's log
@@ -63,17 +64,6 @@ class _Upload:
     name: str
     size: int
     digest: str
-
-
-@dataclass
-class _Outgoing:
-    """A message kept until acknowledged; an upload is its begin, chunks and end, sent together."""
-
-    trial: int
-    attempt: int
-    seq: int
-    message: object = None
-    upload: _Upload | None = None
 
 
 @dataclass
@@ -109,8 +99,9 @@ class Worker:
         self.log = log
         self.heartbeat = 0.5  # until the broker's welcome says otherwise
         self.liveness = 5.0
-        self.outbox: list[_Outgoing] = []
-        self.seqs: dict[tuple[int, int], int] = {}
+        # What waits for an acknowledgement, and when to say hello: the protocol's rules, sans I/O.
+        # An upload waits as its _Upload (its begin, chunks and end go together), others as messages.
+        self.session = WorkerSession(self.liveness, time.monotonic())
         self.attempt: Attempt | None = None
         self.logtail: LogTail | None = None  # the running attempt's log, as far as it was shipped
         self._log_read_at = 0.0
@@ -133,11 +124,6 @@ class Worker:
         # Encoded messages not yet taken by the socket, oldest first; an upload is a generator.
         self._wire: deque[list[bytes] | Iterator[list[bytes]]] = deque()
         self._last_sent = 0.0  # time.monotonic() when the socket last took a message
-        self._acked_at = 0.0  # when an ack last came, or the outbox last went from empty to not
-        self._hello_at = 0.0  # when the latest hello was said
-        # Whether the broker has welcomed the latest hello. Until it has, the outbox waits: sent after
-        # the welcome, oldest first, it reaches a restarted broker in seq order.
-        self._welcomed = False
         self._backoff = 0.1
         self._reconnect_at: float | None = None  # a reconnect waiting out its back-off
         self._heard_at = time.monotonic()  # when the broker was last heard from (or the worker began)
@@ -219,11 +205,8 @@ class Worker:
             if now - self._log_read_at >= LOG_EVERY:
                 self._ship_log(self.current)
         self._drain()
-        if not self._welcomed and now - self._hello_at > self.liveness:
-            self._hello()  # a hello lost on the way would hold the outbox back for good
-        elif self.outbox and not self._wire and now - self._acked_at > 2 * self.liveness:
-            # Sent, and no ack for two liveness windows: lost on the way (or the broker's rejoin was);
-            # a hello brings a welcome, and the outbox goes again.
+        if self.session.hello_due(now, sending=bool(self._wire)):
+            self._clear_wire()  # what waits there goes again, in order, after the welcome
             self._hello()
         if not self._wire and now - self._last_sent >= self.heartbeat:
             self._send(p.Heartbeat(self.name, self.incarnation, self._held()))
@@ -294,7 +277,7 @@ class Worker:
             return
         if self._leave_by is None:
             self._leave_by = now + self.liveness
-        if (self.outbox or self._wire) and now < self._leave_by:
+        if (self.session.outbox or self._wire) and now < self._leave_by:
             return
         self._clear_wire()
         self._send(p.Goodbye(self.name, self.incarnation, self.leaving))
@@ -317,40 +300,27 @@ class Worker:
         self._hello()
 
     def _hello(self) -> None:
-        self._welcomed = False
-        self._hello_at = time.monotonic()
+        self.session.hello(time.monotonic())
         held = self._held()
         self._send(p.Hello(self.name, self.incarnation, self.accelerator, socket.gethostname(),
-                           os.getpid(), held, [[t, a, self._next_seq(t, a)] for t, a in held]))
-
-    def _next_seq(self, trial: int, attempt: int) -> int:
-        """The seq of the attempt's first message not acknowledged, or of its next one."""
-        waiting = [o.seq for o in self.outbox if (o.trial, o.attempt) == (trial, attempt)]
-        return min(waiting) if waiting else self.seqs.get((trial, attempt), 0) + 1
+                           os.getpid(), held, self.session.next_seqs(held)))
 
     def _held(self) -> list[list[int]]:
-        held = {(o.trial, o.attempt) for o in self.outbox}
-        for run in (self.current, self.pending):
-            if run is not None:
-                held.add((run.trial, run.attempt))
-        return [list(pair) for pair in sorted(held)]
+        return self.session.held([(run.trial, run.attempt) for run in (self.current, self.pending)
+                                  if run is not None])
 
     def _handle(self, message) -> None:
         match message:
             case p.Welcome(heartbeat=heartbeat, liveness=liveness):
                 self.heartbeat, self.liveness = heartbeat, liveness
-                self._welcomed = True
-                self._acked_at = time.monotonic()
                 self._clear_wire()  # a copy from an earlier welcome would go twice
-                for outgoing in list(self.outbox):
+                for outgoing in self.session.welcome(liveness, time.monotonic()):
                     self._transmit(outgoing)
                 if self.fetch is not None:  # a fetch cut off by the reconnect starts again where it was
                     self._send(p.Fetch(self.name, self.incarnation, self.fetch.run.checkpoint,
                                        self.fetch.offset, CHUNK))
             case p.Rejoin():
-                # One hello at a time: each rejoin for the messages of one stalled stretch would
-                # otherwise bring a welcome, and each welcome the whole outbox again.
-                if self._welcomed or time.monotonic() - self._hello_at > self.liveness:
+                if self.session.rejoin(time.monotonic()):
                     self._clear_wire()  # what waits there goes again, in order, after the welcome
                     self._hello()
             case p.Run():
@@ -451,15 +421,9 @@ class Worker:
         self._ended(exited)
 
     def _acknowledged(self, trial: int, attempt: int, seq: int) -> None:
-        self._acked_at = time.monotonic()
-        keep = []
-        for outgoing in self.outbox:
-            if (outgoing.trial, outgoing.attempt) == (trial, attempt) and outgoing.seq <= seq:
-                if outgoing.upload is not None:
-                    outgoing.upload.path.unlink(missing_ok=True)
-            else:
-                keep.append(outgoing)
-        self.outbox = keep
+        for outgoing in self.session.acknowledged(trial, attempt, seq, time.monotonic()):
+            if isinstance(outgoing.message, _Upload):
+                outgoing.message.path.unlink(missing_ok=True)
 
     # ----------------------------------------------------------------------------------------------
     # The attempt's side.
@@ -471,7 +435,7 @@ class Worker:
                 self._queue(run, p.Result(self.name, self.incarnation, run.trial, run.attempt, 0, at,
                                           dict(metrics)))
             case Saved(step=at, path=path):
-                self._queue(run, None, self._upload(run, at, Path(path)))
+                self._queue(run, self._upload(run, at, Path(path)))
             case Exited():
                 self._ended(message)
 
@@ -515,7 +479,7 @@ class Worker:
     def _upload(self, run: p.Run, at: float, path: Path) -> _Upload:
         # Hold the file under a name of ours, the upload's own, until the broker has it: the attempt
         # may write the next, even at the same step.
-        name = f"{run.trial}-{run.attempt}-{len(self.outbox)}-{time.monotonic_ns()}"
+        name = f"{run.trial}-{run.attempt}-{len(self.session.outbox)}-{time.monotonic_ns()}"
         kept = path.with_name(f"upload-{name}.ckpt")
         os.replace(path, kept)
         digest = hashlib.sha256()
@@ -524,30 +488,25 @@ class Worker:
                 digest.update(block)
         return _Upload(kept, at, name, kept.stat().st_size, digest.hexdigest())
 
-    def _queue(self, run: p.Run, message, upload: _Upload | None = None) -> None:
-        key = (run.trial, run.attempt)
-        seq = self.seqs.get(key, 0) + 1
-        self.seqs[key] = seq
-        if message is not None:
-            message = _with_seq(message, seq)
-        outgoing = _Outgoing(run.trial, run.attempt, seq, message, upload)
-        if not self.outbox:
-            self._acked_at = time.monotonic()  # the wait for an ack starts with the first unacked
-        self.outbox.append(outgoing)
-        if self._welcomed:
+    def _queue(self, run: p.Run, message) -> None:
+        """Keep a trial message (its seq 0 is replaced by the attempt's next), or an upload."""
+        outgoing = self.session.queue(run.trial, run.attempt, message, time.monotonic())
+        if not isinstance(message, _Upload):
+            outgoing.message = _with_seq(message, outgoing.seq)
+        if self.session.welcomed:
             self._transmit(outgoing)
 
-    def _transmit(self, outgoing: _Outgoing) -> None:
-        if outgoing.upload is None:
-            self._send(outgoing.message)
-        else:
+    def _transmit(self, outgoing: Outgoing) -> None:
+        if isinstance(outgoing.message, _Upload):
             self._wire.append(self._upload_frames(outgoing))
             self._drain()
+        else:
+            self._send(outgoing.message)
 
-    def _upload_frames(self, outgoing: _Outgoing) -> Iterator[list[bytes]]:
+    def _upload_frames(self, outgoing: Outgoing) -> Iterator[list[bytes]]:
         """An upload's messages, each read from the file only when the socket can take it, so that a
         checkpoint of any size costs one chunk of memory."""
-        upload = outgoing.upload
+        upload = outgoing.message
         try:
             handle = open(upload.path, "rb")
         except FileNotFoundError:
