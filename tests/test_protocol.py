@@ -1,6 +1,8 @@
 """The wire codec: every message type round-trips; any garbage gives ProtocolError and nothing else."""
 
+import hashlib
 import math
+from dataclasses import fields
 
 import msgpack
 import pytest
@@ -11,36 +13,40 @@ from rung import protocol as p
 from rung.protocol import ProtocolError, decode, encode
 
 ids = st.integers(0, 2**40)
-names = st.text(max_size=20)
-finite = st.floats(allow_nan=False, allow_infinity=False)
+# Names are printable (str.isprintable: no category C or Z character but the space); texts are anything.
+names = st.text(st.characters(exclude_categories=("C", "Z"), include_characters=" "), min_size=1, max_size=20)
+texts = st.text(max_size=20)
+amounts = st.floats(min_value=0, allow_nan=False, allow_infinity=False)
+digests = st.text("0123456789abcdef", min_size=64, max_size=64)
 metrics = st.dictionaries(names, st.floats() | st.integers(-(2**63), 2**63 - 1), max_size=5)
-scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | finite | names
+scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | texts
 config = st.dictionaries(names, scalars, max_size=5)
-trainable = st.text(min_size=1, max_size=30) | st.lists(names, min_size=1, max_size=4)
+trainable = st.text(min_size=1, max_size=30) | st.lists(texts, min_size=1, max_size=4)
+held = st.lists(st.lists(ids, min_size=2, max_size=2), max_size=3)
 
 MESSAGES = {
-    p.Hello: st.builds(p.Hello, names, ids, names, names, ids, st.lists(st.lists(ids, min_size=2, max_size=2), max_size=3)),
-    p.Heartbeat: st.builds(p.Heartbeat, names, ids, st.lists(st.lists(ids, min_size=2, max_size=2), max_size=3)),
-    p.Result: st.builds(p.Result, names, ids, ids, ids, ids, finite, metrics),
-    p.CheckpointBegin: st.builds(p.CheckpointBegin, names, ids, ids, ids, names, finite, ids, names),
+    p.Hello: st.builds(p.Hello, names, ids, names, names, ids, held),
+    p.Heartbeat: st.builds(p.Heartbeat, names, ids, held),
+    p.Result: st.builds(p.Result, names, ids, ids, ids, ids, amounts, metrics),
+    p.CheckpointBegin: st.builds(p.CheckpointBegin, names, ids, ids, ids, names, amounts, ids, digests),
     p.CheckpointChunk: st.builds(p.CheckpointChunk, names, ids, names, ids, st.binary(max_size=64)),
-    p.CheckpointEnd: st.builds(p.CheckpointEnd, names, ids, ids, ids, ids, names, finite),
+    p.CheckpointEnd: st.builds(p.CheckpointEnd, names, ids, ids, ids, ids, names, amounts),
     p.Log: st.builds(p.Log, names, ids, ids, ids, ids, ids, st.binary(max_size=64)),
-    p.Ended: st.builds(p.Ended, names, ids, ids, ids, ids, st.sampled_from(["finished", "failed"]), names),
+    p.Ended: st.builds(p.Ended, names, ids, ids, ids, ids, st.sampled_from(["finished", "failed"]), texts),
     p.Fetch: st.builds(p.Fetch, names, ids, names, ids, ids),
-    p.Goodbye: st.builds(p.Goodbye, names, ids, names),
-    p.Welcome: st.builds(p.Welcome, names, finite, finite),
+    p.Goodbye: st.builds(p.Goodbye, names, ids, texts),
+    p.Welcome: st.builds(p.Welcome, names, amounts, amounts),
     p.Pong: st.builds(p.Pong, names),
-    p.Rejoin: st.builds(p.Rejoin, names),
-    p.Run: st.builds(p.Run, ids, ids, trainable, config, finite, st.none() | names, finite, ids, names),
-    p.Stop: st.builds(p.Stop, ids, ids, names),
+    p.Rejoin: st.builds(p.Rejoin, texts),
+    p.Run: st.builds(p.Run, ids, ids, trainable, config, amounts, st.none() | names, amounts, ids, texts),
+    p.Stop: st.builds(p.Stop, ids, ids, texts),
     p.Ack: st.builds(p.Ack, ids, ids, ids),
     p.Chunk: st.builds(p.Chunk, names, ids, st.binary(max_size=64)),
-    p.Error: st.builds(p.Error, names),
-    p.Shutdown: st.builds(p.Shutdown, names),
-    p.Refused: st.builds(p.Refused, names),
+    p.Error: st.builds(p.Error, texts),
+    p.Shutdown: st.builds(p.Shutdown, texts),
+    p.Refused: st.builds(p.Refused, texts),
     p.Query: st.builds(p.Query),
-    p.Report: st.builds(p.Report, st.dictionaries(names, scalars, max_size=4)),
+    p.Report: st.builds(p.Report, st.dictionaries(texts, scalars, max_size=4)),
 }
 any_message = st.one_of(*MESSAGES.values())
 
@@ -60,6 +66,131 @@ def test_every_message_type_round_trips(kind, data):
 def test_a_nan_metric_survives_the_wire():
     decoded = decode(encode(p.Result("w", 1, 0, 1, 1, 3.0, {"loss": math.nan})))
     assert math.isnan(decoded.metrics["loss"])
+
+
+# Every bound of the table in codec.py: (id, field, a message built around one value, the value at the
+# bound, the value one past it). The sender's encode refuses the past value, and so does the receiver's
+# decode of frames that a careless sender built without encode; both name the field, briefly.
+SHA = hashlib.sha256(b"").hexdigest()
+R, K, M = "r" * 4096, "k" * 128, 4 << 20
+
+
+def result(worker="w", step=1.0, metrics=None):
+    return p.Result(worker, 1, 0, 1, 1, step, metrics or {})
+
+
+def begin(upload="u", step=1.0, digest=SHA):
+    return p.CheckpointBegin("w", 1, 0, 1, upload, step, 0, digest)
+
+
+def run(trainable="m:f", config=None, budget=1.0, checkpoint=None, checkpoint_step=0.0, reason="r"):
+    return p.Run(0, 1, trainable, config or {}, budget, checkpoint, checkpoint_step, 0, reason)
+
+
+BOUNDS = [
+    ("Result.worker-128-chars", "worker", lambda v: result(worker=v), "w" * 128, "w" * 129),
+    ("Heartbeat.worker-empty", "worker", lambda v: p.Heartbeat(v, 1), "w", ""),
+    ("Goodbye.worker-line-break", "worker", lambda v: p.Goodbye(v, 1, "done"), "a worker", "a\nworker"),
+    ("Welcome.worker-escape", "worker", lambda v: p.Welcome(v, 1.0, 5.0), "w\u00e9", "w\x1b[31m"),
+    ("Hello.accelerator-128-chars", "accelerator", lambda v: p.Hello("w", 1, v, "h", 1), "a" * 128, "a" * 129),
+    ("Hello.host-255-chars", "host", lambda v: p.Hello("w", 1, "cpu", v, 1), "h" * 255, "h" * 256),
+    ("Hello.running-1024", "running", lambda v: p.Hello("w", 1, "cpu", "h", 1, v),
+     [[0, 1]] * 1024, [[0, 1]] * 1025),
+    ("Hello.next_seqs-1024", "next_seqs", lambda v: p.Hello("w", 1, "cpu", "h", 1, [], v),
+     [[0, 1, 2]] * 1024, [[0, 1, 2]] * 1025),
+    ("Heartbeat.running-1024", "running", lambda v: p.Heartbeat("w", 1, v), [[0, 1]] * 1024, [[0, 1]] * 1025),
+    ("Result.step-negative", "step", lambda v: result(step=v), 0.0, -1.0),
+    ("Result.metrics-256", "metrics", lambda v: result(metrics=v),
+     {f"m{i}": 1.0 for i in range(256)}, {f"m{i}": 1.0 for i in range(257)}),
+    ("Result.metric-name-128-chars", "metrics key", lambda v: result(metrics={v: 1.0}), "m" * 128, "m" * 129),
+    ("Result.metric-name-empty", "metrics key", lambda v: result(metrics={v: 1.0}), "m", ""),
+    ("Result.metric-name-nul", "metrics key", lambda v: result(metrics={v: 1.0}), "val loss", "loss\x00"),
+    ("CheckpointBegin.upload-128-chars", "upload", lambda v: begin(upload=v), "u" * 128, "u" * 129),
+    ("CheckpointBegin.step-negative", "step", lambda v: begin(step=v), 0.0, -1.0),
+    ("CheckpointBegin.digest-64-digits", "digest", lambda v: begin(digest=v), SHA, SHA + "0"),
+    ("CheckpointBegin.digest-uppercase", "digest", lambda v: begin(digest=v), SHA, SHA.upper()),
+    ("CheckpointBegin.digest-not-hex", "digest", lambda v: begin(digest=v), SHA, SHA[:-1] + "g"),
+    ("CheckpointChunk.upload-128-chars", "upload", lambda v: p.CheckpointChunk("w", 1, v, 0, b"x"),
+     "u" * 128, "u" * 129),
+    ("CheckpointChunk.data-4-MiB", "data", lambda v: p.CheckpointChunk("w", 1, "u", 0, v),
+     bytes(M), bytes(M + 1)),
+    ("CheckpointEnd.upload-128-chars", "upload", lambda v: p.CheckpointEnd("w", 1, 0, 1, 2, v, 1.0),
+     "u" * 128, "u" * 129),
+    ("CheckpointEnd.step-negative", "step", lambda v: p.CheckpointEnd("w", 1, 0, 1, 2, "u", v), 0.0, -1.0),
+    ("Ended.reason-4096-chars", "reason", lambda v: p.Ended("w", 1, 0, 1, 3, "failed", v),
+     "r\n" * 2048, "r\n" * 2048 + "!"),
+    ("Fetch.key-128-chars", "key", lambda v: p.Fetch("w", 1, v, 0, 1 << 20), K, K + "k"),
+    ("Goodbye.reason-4096-chars", "reason", lambda v: p.Goodbye("w", 1, v), R, R + "r"),
+    ("Welcome.heartbeat-negative", "heartbeat", lambda v: p.Welcome("w", v, 5.0), 0.0, -1.0),
+    ("Welcome.liveness-negative", "liveness", lambda v: p.Welcome("w", 1.0, v), 0.0, -1.0),
+    ("Rejoin.reason-4096-chars", "reason", lambda v: p.Rejoin(v), R, R + "r"),
+    ("Run.trainable-4096-chars", "trainable", lambda v: run(trainable=v), "t" * 4096, "t" * 4097),
+    ("Run.trainable-256-arguments", "trainable", lambda v: run(trainable=v), ["a"] * 256, ["a"] * 257),
+    ("Run.trainable-argument-4096-chars", "trainable argument", lambda v: run(trainable=["run", v]),
+     "a" * 4096, "a" * 4097),
+    ("Run.config-256-entries", "config", lambda v: run(config=v),
+     {f"x{i}": i for i in range(256)}, {f"x{i}": i for i in range(257)}),
+    ("Run.config-key-128-chars", "config key", lambda v: run(config={v: 1}), "x" * 128, "x" * 129),
+    ("Run.config-value-4096-chars", "config.x", lambda v: run(config={"x": v}), "v" * 4096, "v" * 4097),
+    ("Run.budget-negative", "budget", lambda v: run(budget=v), 0.0, -1.0),
+    ("Run.checkpoint-128-chars", "checkpoint", lambda v: run(checkpoint=v), K, K + "k"),
+    ("Run.checkpoint_step-negative", "checkpoint_step", lambda v: run(checkpoint="k", checkpoint_step=v),
+     0.0, -1.0),
+    ("Run.reason-4096-chars", "reason", lambda v: run(reason=v), R, R + "r"),
+    ("Stop.reason-4096-chars", "reason", lambda v: p.Stop(0, 1, v), R, R + "r"),
+    ("Chunk.key-128-chars", "key", lambda v: p.Chunk(v, 0, b""), K, K + "k"),
+    ("Error.reason-4096-chars", "reason", lambda v: p.Error(v), R, R + "r"),
+    ("Shutdown.reason-4096-chars", "reason", lambda v: p.Shutdown(v), R, R + "r"),
+]
+each_bound = pytest.mark.parametrize("field, build, at, past", [row[1:] for row in BOUNDS],
+                                     ids=[row[0] for row in BOUNDS])
+
+
+def careless(message, valid):
+    """The frames of `message` as a sender that skips encode's checks would build them: `valid`'s
+    frames with `message`'s values put in."""
+    frames = encode(valid)
+    body = msgpack.unpackb(frames[1])
+    body.update({f.name: getattr(message, f.name) for f in fields(message) if f.name != "data"})
+    return [frames[0], msgpack.packb(body, use_bin_type=True), *([message.data] if frames[2:] else [])]
+
+
+@each_bound
+def test_a_value_at_its_bound_is_taken(field, build, at, past):
+    message = build(at)
+    assert same(decode(encode(message)), message)
+
+
+@each_bound
+def test_a_value_past_its_bound_is_refused_by_the_receiver_naming_the_field(field, build, at, past):
+    with pytest.raises(ProtocolError) as error:
+        decode(careless(build(past), build(at)))
+    assert str(error.value).startswith(f"`{field}`") and len(str(error.value)) < 300
+
+
+@each_bound
+def test_a_value_past_its_bound_is_refused_by_the_sender_naming_the_field(field, build, at, past):
+    with pytest.raises(ProtocolError) as error:
+        encode(build(past))
+    assert str(error.value).startswith(f"`{field}`") and len(str(error.value)) < 300
+
+
+def test_a_900_kib_metric_name_is_refused_in_a_short_error_that_gives_its_length():
+    name = "loss" * (225 * 1024)
+    with pytest.raises(ProtocolError) as error:
+        decode(careless(result(metrics={name: 0.5}), result()))
+    assert len(str(error.value)) < 300 and f"length {len(name)}" in str(error.value)
+
+
+def test_an_int_beyond_msgpack_is_refused_by_the_sender_naming_the_field():
+    assert decode(encode(p.Ack(2**64 - 1, 1, 1))) == p.Ack(2**64 - 1, 1, 1)
+    with pytest.raises(ProtocolError, match="^`trial` must be an int"):
+        encode(p.Ack(2**64, 1, 1))
+
+
+def test_the_sender_refuses_a_payload_its_receiver_would_refuse():
+    with pytest.raises(ProtocolError, match="^payload of .* bytes exceeds 1048576"):
+        encode(p.Report({"rows": "r" * (1 << 20)}))
 
 
 def garbage_frames():
@@ -88,7 +219,7 @@ def test_garbage_gives_protocol_error_and_nothing_else(frames):
 
 
 @given(st.recursive(scalars | st.binary(max_size=8),
-                    lambda children: st.lists(children, max_size=3) | st.dictionaries(names, children, max_size=3),
+                    lambda children: st.lists(children, max_size=3) | st.dictionaries(texts, children, max_size=3),
                     max_leaves=20))
 def test_any_well_formed_msgpack_payload_is_either_a_message_or_a_protocol_error(body):
     try:
@@ -109,7 +240,7 @@ def test_any_well_formed_msgpack_payload_is_either_a_message_or_a_protocol_error
         ([p.HEADER, msgpack.packb({"t": "launch", "v": 0})], "unknown message type"),
         ([p.HEADER, msgpack.packb({"t": "goodbye", "v": 0, "worker": "w"})], "goodbye lacks `incarnation`"),
         ([p.HEADER, msgpack.packb({"t": "goodbye", "v": 0, "worker": "w", "incarnation": True, "reason": ""})],
-         "`incarnation` must be an int >= 0, got bool"),
+         "`incarnation` must be an int >= 0 and < 2**64, got bool"),
         ([p.HEADER, msgpack.packb({"t": "goodbye", "v": 0, "worker": "w", "incarnation": -1, "reason": ""})],
          "`incarnation` must be an int >= 0"),
         ([p.HEADER, msgpack.packb({1: 2})], "payload is not valid msgpack"),

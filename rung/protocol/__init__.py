@@ -43,6 +43,9 @@ Rules:
   that worker MUST exit with an error. A restarted worker (the old incarnation's connection gone, or
   silent past the window) takes the name over at once.
 - Any client may send `query`; the broker answers `report` with the study's summary (`rung status`).
+- Every field has a type and a bound (the table in `codec.py`: names of 1 to 128 printable characters,
+  at most 256 metrics, steps finite and >= 0, ...). `decode` refuses a message outside them and `encode`
+  refuses to build one, with a `ProtocolError` that names the field.
 - A message the broker cannot accept gets `error` naming the problem and changes nothing; a peer that
   keeps sending bad messages is disconnected. Nothing is ever pickled.
 """

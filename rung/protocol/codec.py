@@ -8,14 +8,52 @@ garbage to hold it to that). The checks run in this order, cheapest first:
 2. the header frame: the magic, then the major version, before any byte of the payload is parsed;
 3. msgpack, whose lengths are bounded by the payload's, with every ext type refused (its timestamp
    too), so that the payload holds only None, bool, int, float, str, bytes, lists and maps;
-4. the schema of the message type: every field present with exactly its type, down to the keys and
-   values of maps; unknown fields are ignored so that a peer of a newer minor version can add
-   fields (they never reach the receiver).
+4. the schema of the message type: every field present with exactly its type and within its bound
+   (below), down to the keys and values of maps; unknown fields are ignored so that a peer of a newer
+   minor version can add fields (they never reach the receiver).
+
+`encode` runs the same field checks and size limits on what it builds, and raises the same
+`ProtocolError` naming the field: a sender learns of a bad value at its own side, never builds frames its
+peer would refuse, and no bad value depends on the peer's checks alone. It costs the sender about a
+microsecond per result, next to the milliseconds between two reports of a trial. (A value that is not
+a message at all is a `TypeError`: a bug, not bad input.)
+
+The bounds. A name is 1 to MAX_NAME characters, each printable (`str.isprintable`: no control
+character, no line break, so a name reads whole on one line of a log); a text is at most MAX_TEXT
+characters of any kind (reasons quote a trial's stderr, escapes included). Lengths count characters.
+
+    field                                           bound
+    worker, accelerator, metric names, upload,      a name, 1..128 (the checkpoint store takes upload
+      key, checkpoint, config keys                  names of up to 128; its keys are under 90)
+    host                                            a name, 1..255 (the DNS limit)
+    reason (ended, goodbye, rejoin, run, stop,      a text, 0..4096 (the worker clips the reasons it
+      error, shutdown, refused)                     writes, log tail included, to fit)
+    metrics                                         at most 256 entries; values any number (NaN and
+                                                    infinities are a diverged run's, and rank worst)
+    config                                          at most 256 entries; values None, bool, int, float
+                                                    or a text
+    trainable                                       a text of 1..4096, or a command line of 1..256 texts
+    digest                                          64 lowercase hex digits (SHA-256's hexdigest)
+    step, budget, checkpoint_step, heartbeat,       a finite number >= 0
+      liveness
+    trial, attempt, seq, incarnation, pid, size,    an int, 0..2**64 - 1 (all that msgpack carries)
+      offset, length, checkpoint_size
+    running, next_seqs                              at most 1024 entries (a worker lists its attempt
+                                                    and those whose messages wait for an ack)
+    outcome                                         "finished" or "failed"
+    summary (report)                                a map with str keys, bounded by the payload (it
+                                                    answers `rung status` and is never journaled)
+    the payload, the data frame (checkpoint         MAX_PAYLOAD (1 MiB), MAX_DATA (4 MiB) bytes
+      chunks, log pieces)
+
+A result is the message the broker decodes most (tens of thousands a second), so its checks are `type`
+and `len` tests and one `str.isprintable` per name: C calls, no regular expression.
 """
 
 from __future__ import annotations
 
-import math
+import re
+import sys
 from dataclasses import fields
 from typing import Any, Callable
 
@@ -30,20 +68,26 @@ HEADER = MAGIC + bytes([MAJOR])
 
 MAX_PAYLOAD = 1 << 20  # one msgpack map: configs, metrics and reasons fit with room to spare
 MAX_DATA = 4 << 20  # one checkpoint chunk
+MAX_NAME = 128  # characters of a name
+MAX_HOST = 255  # characters of a host name
+MAX_TEXT = 4096  # characters of a reason, a config string, a trainable or one of its arguments
+MAX_ENTRIES = 256  # metrics of a result, entries of a config, arguments of a trainable
+MAX_HELD = 1024  # attempts a worker lists as held
+_MAX_FLOAT = sys.float_info.max
 
 
 class ProtocolError(Exception):
-    """A message that cannot be accepted; the text names the problem."""
+    """A message that cannot be accepted; the text names the field, its bound and (clipped) the value."""
 
 
-# Field checks: each returns the (possibly normalised) value or raises ProtocolError.
+# Field checks: each returns the value or raises ProtocolError.
 
 # msgpack decodes to exactly these types, never to subclasses, so `type(...) is` checks suffice, and
 # they keep bool (whose type is bool) out of the ints and numbers; they are also the decoder's hot path.
 
 def _int(name: str, value: Any) -> int:
-    if type(value) is not int or value < 0:
-        raise ProtocolError(f"`{name}` must be an int >= 0, got {_show(value)}")
+    if type(value) is not int or not 0 <= value < 2**64:  # a constant: folded by the compiler
+        raise ProtocolError(f"`{name}` must be an int >= 0 and < 2**64, got {_show(value)}")
     return value
 
 
@@ -56,25 +100,50 @@ def _number(name: str, value: Any) -> float:
 _NUMBERS = frozenset({int, float})
 
 
-def _finite(name: str, value: Any) -> float:
-    if not math.isfinite(_number(name, value)):
-        raise ProtocolError(f"`{name}` must be finite, got {value!r}")
+def _amount(name: str, value: Any) -> float:
+    """A step, a budget or a time: finite and >= 0 (the chained comparison is False for NaN)."""
+    if type(value) not in _NUMBERS or not 0 <= value <= _MAX_FLOAT:
+        raise ProtocolError(f"`{name}` must be a finite number >= 0, got {_show(value)}")
     return value
 
 
-def _str(name: str, value: Any) -> str:
-    if type(value) is not str:
-        raise ProtocolError(f"`{name}` must be a str, got {_show(value)}")
+def _names(limit: int) -> Callable[[str, Any], str]:
+    def check(name: str, value: Any) -> str:
+        if type(value) is not str or not 0 < len(value) <= limit or not value.isprintable():
+            raise ProtocolError(f"`{name}` must be 1 to {limit} printable characters, got {_show(value)}")
+        return value
+
+    return check
+
+
+_name = _names(MAX_NAME)
+_host = _names(MAX_HOST)
+
+
+def _text(name: str, value: Any) -> str:
+    if type(value) is not str or len(value) > MAX_TEXT:
+        raise ProtocolError(f"`{name}` must be a str of at most {MAX_TEXT} characters, got {_show(value)}")
     return value
 
 
-def _optional_str(name: str, value: Any) -> str | None:
-    return None if value is None else _str(name, value)
+def _optional_name(name: str, value: Any) -> str | None:
+    return None if value is None else _name(name, value)
 
 
-def _bytes(name: str, value: Any) -> bytes:
-    if not isinstance(value, bytes):
+_DIGEST = re.compile("[0-9a-f]{64}")
+
+
+def _digest(name: str, value: Any) -> str:
+    if type(value) is not str or not _DIGEST.fullmatch(value):
+        raise ProtocolError(f"`{name}` must be 64 lowercase hex digits (SHA-256), got {_show(value)}")
+    return value
+
+
+def _data(name: str, value: Any) -> bytes:
+    if type(value) is not bytes:
         raise ProtocolError(f"`{name}` must be bytes, got {_show(value)}")
+    if len(value) > MAX_DATA:
+        raise _oversized(f"`{name}`", value, MAX_DATA)
     return value
 
 
@@ -87,31 +156,48 @@ def _map(name: str, value: Any) -> dict:
     return value
 
 
+def _entries(name: str, value: Any) -> dict:
+    """A map of at most MAX_ENTRIES entries whose keys are names."""
+    if type(value) is not dict or len(value) > MAX_ENTRIES:
+        raise ProtocolError(f"`{name}` must be a map of at most {MAX_ENTRIES} entries, got {_show(value)}")
+    for key in value:
+        _name(f"{name} key", key)
+    return value
+
+
 def _metrics(name: str, value: Any) -> dict:
-    for key, number in _map(name, value).items():
-        # NaN and infinities are allowed: a diverged run says so. The metric's name is built only
-        # for the error: metrics are checked for every result.
+    """A result's metrics: `_entries` whose values are numbers, in one pass, as it runs for every
+    result. NaN and infinities are allowed: a diverged run says so."""
+    if type(value) is not dict or len(value) > MAX_ENTRIES:
+        _entries(name, value)
+    for key, number in value.items():
+        if type(key) is not str or not 0 < len(key) <= MAX_NAME or not key.isprintable():
+            _name(f"{name} key", key)
         if type(number) not in _NUMBERS:
-            _number(f"{name}.{key}", number)
+            _number(f"{name}.{key}", number)  # the metric's name is built only for the error
     return value
 
 
 def _config(name: str, value: Any) -> dict:
-    for key, item in _map(name, value).items():
-        if type(item) not in _CONFIG_VALUES:
+    for key, item in _entries(name, value).items():
+        kind = type(item)
+        if kind is str:
+            _text(f"{name}.{key}", item)
+        elif kind not in _CONFIG_VALUES:
             raise ProtocolError(f"`{name}.{key}` must be a plain value, got {_show(item)}")
     return value
 
 
-_CONFIG_VALUES = frozenset({type(None), bool, int, float, str})
+_CONFIG_VALUES = frozenset({type(None), bool, int, float})
 
 
 def _int_lists(length: int, shape: str) -> Callable[[str, Any], list]:
-    """A check for a list of `length`-long lists of ints >= 0, such as [trial, attempt] pairs."""
+    """A check for a list of at most MAX_HELD `length`-long lists of ints >= 0, such as [trial, attempt]
+    pairs."""
 
     def check(name: str, value: Any) -> list:
-        if not isinstance(value, list):
-            raise ProtocolError(f"`{name}` must be a list, got {_show(value)}")
+        if not isinstance(value, list) or len(value) > MAX_HELD:
+            raise ProtocolError(f"`{name}` must be a list of at most {MAX_HELD} entries, got {_show(value)}")
         for item in value:
             if not isinstance(item, list) or len(item) != length:
                 raise ProtocolError(f"`{name}` must hold {shape} lists, got {_show(item)}")
@@ -127,10 +213,13 @@ _pairs = _int_lists(2, "[trial, attempt]")
 
 def _trainable(name: str, value: Any) -> Any:
     if isinstance(value, str) and value:
+        return _text(name, value)
+    if isinstance(value, list) and 0 < len(value) <= MAX_ENTRIES:
+        for argument in value:
+            _text(f"{name} argument", argument)
         return value
-    if isinstance(value, list) and value and all(isinstance(a, str) for a in value):
-        return value
-    raise ProtocolError(f"`{name}` must be 'module:function' or a command line, got {_show(value)}")
+    raise ProtocolError(f"`{name}` must be 'module:function' or a command line of 1 to {MAX_ENTRIES} "
+                        f"arguments, got {_show(value)}")
 
 
 def _outcome(name: str, value: Any) -> str:
@@ -140,34 +229,34 @@ def _outcome(name: str, value: Any) -> str:
 
 
 _CHECKS: dict[type, dict[str, Callable[[str, Any], Any]]] = {
-    m.Hello: dict(worker=_str, incarnation=_int, accelerator=_str, host=_str, pid=_int, running=_pairs,
+    m.Hello: dict(worker=_name, incarnation=_int, accelerator=_name, host=_host, pid=_int, running=_pairs,
                   next_seqs=_int_lists(3, "[trial, attempt, seq]")),
-    m.Heartbeat: dict(worker=_str, incarnation=_int, running=_pairs),
-    m.Result: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, seq=_int, step=_finite,
+    m.Heartbeat: dict(worker=_name, incarnation=_int, running=_pairs),
+    m.Result: dict(worker=_name, incarnation=_int, trial=_int, attempt=_int, seq=_int, step=_amount,
                    metrics=_metrics),
-    m.CheckpointBegin: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, upload=_str,
-                            step=_finite, size=_int, digest=_str),
-    m.CheckpointChunk: dict(worker=_str, incarnation=_int, upload=_str, offset=_int, data=_bytes),
-    m.CheckpointEnd: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, seq=_int,
-                          upload=_str, step=_finite),
-    m.Log: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, seq=_int, offset=_int,
-                data=_bytes),
-    m.Ended: dict(worker=_str, incarnation=_int, trial=_int, attempt=_int, seq=_int, outcome=_outcome,
-                  reason=_str),
-    m.Fetch: dict(worker=_str, incarnation=_int, key=_str, offset=_int, length=_int),
-    m.Goodbye: dict(worker=_str, incarnation=_int, reason=_str),
+    m.CheckpointBegin: dict(worker=_name, incarnation=_int, trial=_int, attempt=_int, upload=_name,
+                            step=_amount, size=_int, digest=_digest),
+    m.CheckpointChunk: dict(worker=_name, incarnation=_int, upload=_name, offset=_int, data=_data),
+    m.CheckpointEnd: dict(worker=_name, incarnation=_int, trial=_int, attempt=_int, seq=_int,
+                          upload=_name, step=_amount),
+    m.Log: dict(worker=_name, incarnation=_int, trial=_int, attempt=_int, seq=_int, offset=_int,
+                data=_data),
+    m.Ended: dict(worker=_name, incarnation=_int, trial=_int, attempt=_int, seq=_int, outcome=_outcome,
+                  reason=_text),
+    m.Fetch: dict(worker=_name, incarnation=_int, key=_name, offset=_int, length=_int),
+    m.Goodbye: dict(worker=_name, incarnation=_int, reason=_text),
     m.Query: dict(),
-    m.Welcome: dict(worker=_str, heartbeat=_finite, liveness=_finite),
-    m.Pong: dict(worker=_str),
-    m.Rejoin: dict(reason=_str),
-    m.Run: dict(trial=_int, attempt=_int, trainable=_trainable, config=_config, budget=_finite,
-                checkpoint=_optional_str, checkpoint_step=_finite, checkpoint_size=_int, reason=_str),
-    m.Stop: dict(trial=_int, attempt=_int, reason=_str),
+    m.Welcome: dict(worker=_name, heartbeat=_amount, liveness=_amount),
+    m.Pong: dict(worker=_name),
+    m.Rejoin: dict(reason=_text),
+    m.Run: dict(trial=_int, attempt=_int, trainable=_trainable, config=_config, budget=_amount,
+                checkpoint=_optional_name, checkpoint_step=_amount, checkpoint_size=_int, reason=_text),
+    m.Stop: dict(trial=_int, attempt=_int, reason=_text),
     m.Ack: dict(trial=_int, attempt=_int, seq=_int),
-    m.Chunk: dict(key=_str, offset=_int, data=_bytes),
-    m.Error: dict(reason=_str),
-    m.Shutdown: dict(reason=_str),
-    m.Refused: dict(reason=_str),
+    m.Chunk: dict(key=_name, offset=_int, data=_data),
+    m.Error: dict(reason=_text),
+    m.Shutdown: dict(reason=_text),
+    m.Refused: dict(reason=_text),
     m.Report: dict(summary=_map),
 }
 # The wire names of the message types: the only place a kind of message is named by a string.
@@ -195,12 +284,14 @@ def encode(message) -> list[bytes]:
     if cls not in _NAMES:
         raise TypeError(f"not a protocol message: {message!r:.200}")
     body = {"t": _NAMES[cls], "v": MINOR}
-    for name, _ in _BODY_CHECKS[cls]:
-        body[name] = getattr(message, name)
-    frames = [HEADER, msgpack.packb(body, use_bin_type=True)]
+    for name, check in _BODY_CHECKS[cls]:
+        body[name] = check(name, getattr(message, name))
+    payload = msgpack.packb(body, use_bin_type=True)
+    if len(payload) > MAX_PAYLOAD:
+        raise _oversized("payload", payload, MAX_PAYLOAD)
     if cls in _WITH_DATA:
-        frames.append(bytes(message.data))
-    return frames
+        return [HEADER, payload, _data("data", message.data)]
+    return [HEADER, payload]
 
 
 def decode(frames: list) -> Any:
@@ -213,7 +304,7 @@ def decode(frames: list) -> Any:
             break
     _check_header(frames[0])
     if len(frames[1]) > MAX_PAYLOAD:
-        raise ProtocolError(f"payload of {len(frames[1])} bytes exceeds {MAX_PAYLOAD}")
+        raise _oversized("payload", frames[1], MAX_PAYLOAD)
     body = _unpack(frames[1])
     kind = body.get("t")
     cls = _TYPES.get(kind) if type(kind) is str else None
@@ -227,9 +318,7 @@ def decode(frames: list) -> Any:
     if cls in _WITH_DATA:
         if len(frames) != 3:
             raise ProtocolError(f"{_NAMES[cls]} must carry its bytes in a third frame")
-        if len(frames[2]) > MAX_DATA:
-            raise ProtocolError(f"chunk of {len(frames[2])} bytes exceeds {MAX_DATA}")
-        values.append(frames[2])
+        values.append(_data("data", frames[2]))
     elif len(frames) == 3:
         raise ProtocolError(f"{_NAMES[cls]} carries an unexpected third frame")
     return cls(*values)
@@ -252,6 +341,10 @@ def _check_header(header: bytes) -> None:
     raise ProtocolError("not a rung message (bad magic)")
 
 
+def _oversized(name: str, frame: bytes, limit: int) -> ProtocolError:
+    return ProtocolError(f"{name} of {len(frame)} bytes exceeds {limit}")
+
+
 def _unpack(payload: bytes) -> dict:
     try:
         # Every length is bounded by the payload's; max_ext_len=0 refuses the timestamp ext type too,
@@ -265,5 +358,13 @@ def _unpack(payload: bytes) -> dict:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+    """The value for an error text: its type, its length when it is long, and its start."""
+    kind = type(value)
+    text = repr(value[:61] if kind in (str, bytes) else value)
+    if len(text) <= 60:
+        return f"{kind.__name__} {text}"
+    length = f" of length {len(value)}" if kind in _SIZED else ""
+    return f"{kind.__name__}{length} {text[:60]}..."
+
+
+_SIZED = frozenset({str, bytes, list, dict})
