@@ -69,6 +69,7 @@ from rung.algorithms import (
 from rung.algorithms.records import record_from_data, record_to_data
 from rung.algorithms.state import ranking_key
 from rung.keys import secure_broker
+from rung.protocol.codec import MAX_TEXT
 from rung.study import Study
 from rung.summary import schedule_rows, study_summary, trial_rows
 
@@ -405,7 +406,7 @@ class Broker:
             self._send(route, p.Shutdown(self.state.finish_reason))
             return
         holder = self.registry.holder(hello.worker, hello.incarnation, now)
-        if holder is not None and self._connected(holder.route):
+        if holder is not None and self._connected(holder):
             reason = (f"the name {hello.worker!r} belongs to a live worker on {holder.host or '?'} "
                       f"(pid {holder.pid}); give each worker a name of its own (--name)")
             self.log(f"refused a second worker {hello.worker!r} on {hello.host or '?'} (pid {hello.pid}): "
@@ -426,12 +427,12 @@ class Broker:
         else:
             self._reconcile(hello.worker, hello.running, now)
 
-    def _connected(self, route: bytes) -> bool:
-        """Whether ZeroMQ still has a connection for `route`. A peer whose process died has none (its
-        kernel closed the socket), so a worker restarted under its name takes it over at once; a live
-        one only hears a Pong, which it ignores."""
+    def _connected(self, entry) -> bool:
+        """Whether ZeroMQ still has a connection to the registered worker. A peer whose process died
+        has none (its kernel closed the socket), so a worker restarted under its name takes it over at
+        once; a live one only hears a Pong, which it ignores."""
         try:
-            sockets.send(self._sock, [route, *p.encode(p.Pong(""))])
+            sockets.send(self._sock, [entry.route, *p.encode(p.Pong(entry.worker))])
         except zmq.ZMQError as error:
             return error.errno != zmq.EHOSTUNREACH
         return True
@@ -596,8 +597,16 @@ class Broker:
                      decision.budget, key, trial.checkpoint_step if key else 0.0, size, decision.reason)
 
     def _send(self, route: bytes | None, message) -> None:
-        if route is not None:
-            self.outbox.append((route, p.encode(message)))
+        if route is None:
+            return
+        try:
+            frames = p.encode(message)
+        except p.ProtocolError:
+            # A reason past the wire's bound (one quoting what a trial reported, say): clipped, as
+            # the journal keeps it whole.
+            message.reason = message.reason[:MAX_TEXT - 3] + "..."
+            frames = p.encode(message)
+        self.outbox.append((route, frames))
 
     def _flush(self, sock: zmq.Socket) -> None:
         for route, trial, attempt, seq in self.intake.take_acks():

@@ -36,6 +36,8 @@ from typing import Any, Mapping
 
 import msgpack
 
+from rung.protocol.codec import MAX_ENTRIES, MAX_NAME, MAX_TEXT
+
 from rung.algorithms import (
     ASHA,
     Algorithm,
@@ -88,6 +90,21 @@ def build_algorithm(name: str, space: Space | Mapping[str, Any], settings: Mappi
         raise ValueError(f"algorithm `{name}`: {message}") from None
 
 
+def _check_wire_bounds(study: "Study") -> None:
+    """What a Run and a Result carry of the study must fit the wire protocol's bounds
+    (rung/protocol/codec.py): refused here, in one line, rather than by the broker at its first Run."""
+    arguments = [study.trainable] if isinstance(study.trainable, str) else study.trainable
+    if len(arguments) > MAX_ENTRIES or any(len(a) > MAX_TEXT for a in arguments):
+        raise ValueError(f"`trainable` must be at most {MAX_TEXT} characters, or a command line of at "
+                         f"most {MAX_ENTRIES} such arguments")
+    names = list(study.space.to_data())
+    if len(names) > MAX_ENTRIES:
+        raise ValueError(f"the space has {len(names)} parameters, but may have at most {MAX_ENTRIES}")
+    for what, name in [*(("parameter", n) for n in names), ("metric", study.metric)]:
+        if not (isinstance(name, str) and 0 < len(name) <= MAX_NAME and name.isprintable()):
+            raise ValueError(f"{what} name {name!r:.80} must be 1 to {MAX_NAME} printable characters")
+
+
 @dataclass(frozen=True)
 class Study:
     trainable: str | list[str]
@@ -109,6 +126,7 @@ class Study:
             raise ValueError(f"`trainable` is {self.trainable!r}, but must be 'module:function' or "
                              "a command line (a list of str)")
         object.__setattr__(self, "space", Space(self.space))
+        _check_wire_bounds(self)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"`seed` is {self.seed!r}, but must be an int >= 0")
         self.build()  # validates the algorithm and its settings now, not when the broker starts

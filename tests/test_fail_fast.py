@@ -2,6 +2,7 @@
 name that does not match, a study without one good trial; `rung run` exits 1 and `rung.tune` raises,
 with the first failure and the end of its log. An unbounded study is warned about at its start."""
 
+import re
 import subprocess
 
 import pytest
@@ -71,3 +72,54 @@ def test_a_study_without_a_limit_is_warned_about_when_its_broker_starts(tmp_path
     with Broker(study, tmp_path, log=said.append):
         pass
     assert any("has no limit" in line for line in said) == warned
+
+
+def test_a_report_the_wire_refuses_fails_its_attempt_at_the_worker_and_the_study_goes_on(tmp_path):
+    study = Study("tests.trainables.study:long_metric", {"x": grid([0.1, 0.2])}, "grid", {"budget": 1})
+    broker = Broker(study, tmp_path, heartbeat=0.1, liveness=1.5).start()
+    helper = rung_process("worker", "--connect", broker.address, "--name", "w", stderr=subprocess.DEVNULL)
+    try:
+        assert broker.wait(60)
+    finally:
+        helper.kill()
+        helper.wait()
+    for row in broker.results():
+        assert row["status"] == "failed"
+        assert row["reason"].startswith("a report cannot be sent: `metrics key` must be 1 to 128 printable "
+                                        "characters, got str of length 200")
+
+
+@pytest.mark.parametrize("change, error", [
+    (dict(space={"x" * 200: uniform(0.0, 1.0)}), "parameter name 'xxxxx"),
+    (dict(metric="lo\nss"), "metric name 'lo\\nss' must be 1 to 128 printable characters"),
+    (dict(trainable=["./train.sh"] * 300), "`trainable` must be at most 4096 characters, or a command line"),
+], ids=["parameter-name", "metric-name", "command-line"])
+def test_a_study_the_wire_cannot_carry_is_refused_when_it_is_made(change, error):
+    settings = dict(trainable="tests.trainables.study:curve", space={"x": uniform(0.0, 1.0)}, metric="loss")
+    with pytest.raises(ValueError, match="^" + re.escape(error)):
+        Study(**{**settings, **change}, algorithm="random", settings={"budget": 1})
+
+
+def test_a_worker_name_the_wire_cannot_carry_is_refused_at_once():
+    named = rung_process("worker", "--connect", "tcp://127.0.0.1:9", "--name", "w" * 129,
+                         stderr=subprocess.PIPE, text=True)
+    assert named.wait(timeout=30) == 2
+    assert "`name` is 'wwww" in named.stderr.read()
+
+
+def test_a_stop_whose_reason_is_past_the_wires_bound_goes_out_clipped(tmp_path):
+    # The trial is stopped for reporting 256 metrics none of which the study ranks: the reason names
+    # them all (33 KB), more than the wire carries; the broker sends it clipped and goes on.
+    study = Study("tests.trainables.study:many_metrics", {"x": grid([0.1])}, "grid", {"budget": 1})
+    broker = Broker(study, tmp_path, heartbeat=0.1, liveness=1.5).start()
+    helper = rung_process("worker", "--connect", broker.address, "--name", "w", "--stop-grace", "1",
+                          stderr=subprocess.DEVNULL)
+    try:
+        assert broker.wait(60)
+        assert helper.wait(timeout=30) == 0
+    finally:
+        helper.kill()
+        helper.wait()
+    row = broker.results()[0]
+    assert row["status"] == "failed" and row["reason"].startswith("reported metrics ['000mmm")
+    assert len(row["reason"]) > 33000  # whole in the journal

@@ -44,6 +44,7 @@ from pathlib import Path
 import zmq
 
 from rung import protocol as p
+from rung.protocol.codec import MAX_NAME, MAX_TEXT
 from rung import sockets
 from rung.keys import secure_worker
 
@@ -84,6 +85,9 @@ class Worker:
             raise ValueError(f"`give_up` is {give_up!r}, but must be > 0 seconds")
         self.connect = connect
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{accelerator}"
+        if not 0 < len(self.name) <= MAX_NAME or not self.name.isprintable():
+            raise ValueError(f"`name` is {self.name!r:.80}, but must be 1 to {MAX_NAME} printable "
+                             "characters")
         self.incarnation = int.from_bytes(os.urandom(4), "big")
         self.accelerator = accelerator
         self.env = dict(env or {})
@@ -455,7 +459,7 @@ class Worker:
         if self.leaving is None:
             # A worker that leaves tells no end: its goodbye makes the attempt lost, and retried.
             self._queue(run, p.Ended(self.name, self.incarnation, run.trial, run.attempt, 0, outcome,
-                                     reason))
+                                     reason[:MAX_TEXT]))
         self.attempt = None
         self.logtail = None
         self.current = None
@@ -489,7 +493,17 @@ class Worker:
         return _Upload(kept, at, name, kept.stat().st_size, digest.hexdigest())
 
     def _queue(self, run: p.Run, message) -> None:
-        """Keep a trial message (its seq 0 is replaced by the attempt's next), or an upload."""
+        """Keep a trial message (its seq 0 is replaced by the attempt's next), or an upload. A report
+        the wire would refuse (a metric name past its bound) fails the attempt instead: it takes no
+        seq, so the attempt's other messages still go."""
+        if not isinstance(message, _Upload):
+            try:
+                p.encode(message)
+            except p.ProtocolError as error:
+                if self.failure is None and self.attempt is not None:
+                    self.failure = f"a report cannot be sent: {error}"
+                    self.attempt.stop(self.stop_grace)
+                return
         outgoing = self.session.queue(run.trial, run.attempt, message, time.monotonic())
         if not isinstance(message, _Upload):
             outgoing.message = _with_seq(message, outgoing.seq)

@@ -53,3 +53,15 @@ def chatty(trial):
             trial.report(line, loss=1.0 / line)
     if config.get("fail"):
         raise ValueError(f"gave up after {config['lines']} lines")
+
+
+def long_metric(trial):
+    """Reports a metric whose name the wire refuses (past 128 characters), then its loss."""
+    trial.report(1, **{"x" * 200: 1.0})
+    trial.report(1, loss=1.0)
+
+
+def many_metrics(trial):
+    """Reports 256 metrics of 128-character names, none of them the study's, then sleeps."""
+    trial.report(1, **{f"{n:03d}" + "m" * 125: 1.0 for n in range(256)})
+    time.sleep(30)
