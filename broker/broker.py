@@ -263,6 +263,9 @@ class Broker:
         self.outbox: list[tuple[bytes, list[bytes]]] = []
         self.bad: dict[bytes, int] = {}
         self.refusals: dict[str, int] = {}  # upload -> times its end failed the store's checks
+        # Uploads told that a chunk was refused: one error an upload, not one a chunk (a begin lost
+        # with a dropped connection refuses every chunk after it; the end asks for it all again).
+        self.chunks_refused: set[str] = set()
         self._collected_at = time.monotonic()
         records = self.journal.records
         if not records:
@@ -387,10 +390,17 @@ class Broker:
                 self._send(route, p.Pong(message.worker))
             case p.CheckpointBegin():
                 if self._owns(route, message):
+                    self.chunks_refused.discard(_upload(message))
                     self._store(route, self.store.begin, _upload(message), message.trial,
                                 message.attempt, message.step, message.size, message.digest)
             case p.CheckpointChunk():
-                self._store(route, self.store.chunk, _upload(message), message.offset, message.data)
+                upload = _upload(message)
+                try:
+                    self.store.chunk(upload, message.offset, message.data)
+                except CheckpointError as error:
+                    if upload not in self.chunks_refused:
+                        self.chunks_refused.add(upload)
+                        self._send(route, p.Error(str(error)))
             case p.Fetch(key=key, offset=offset, length=length):
                 data = self._store(route, self.store.read, key, offset, min(length, CHUNK))
                 if data is not None:
@@ -539,6 +549,7 @@ class Broker:
             case p.Result(trial=t, attempt=a, step=at, metrics=metrics):
                 return ResultReported(t, a, at, metrics, time=stamp)
             case p.CheckpointEnd(trial=t, attempt=a, step=at):
+                self.chunks_refused.discard(_upload(message))
                 key = self.store.finish(_upload(message))
                 if self.refusals:
                     self.refusals.pop(_upload(message), None)

@@ -702,3 +702,40 @@ def test_a_checkpoint_that_fails_its_digest_is_never_acknowledged_and_fails_its_
     trial = next(r for r in failed if r["trial"] == second.trial)
     assert trial["status"] == "failed" and "refused 3 times" in trial["reason"]
     assert "SHA-256" in trial["reason"]
+
+
+def test_chunks_of_an_upload_whose_begin_was_lost_get_one_error_and_the_upload_goes_again(tmp_path):
+    # After a partition heals, the chunks of an upload whose begin went down with the old connection
+    # arrive first: one error for the upload (not one per chunk: a flood in the worker's log), then
+    # its end asks for it all again.
+    import hashlib
+
+    study = Study(CURVE, {"x": grid([0.1])}, "grid", {"budget": 3})
+    broker = Broker(study, tmp_path, **FAST).start()
+    sock = peer(broker.address)
+    data = bytes(range(256)) * 400
+    chunks = [data[i:i + 1024] for i in range(0, len(data), 1024)]
+    try:
+        run = hello_and_run(sock)
+        for index, chunk in enumerate(chunks):
+            sock.send_multipart(p.encode(p.CheckpointChunk("w", 1, "up-1", index * 1024, chunk)))
+        sock.send_multipart(p.encode(p.CheckpointEnd("w", 1, run.trial, run.attempt, 1, "up-1", 1.0)))
+        got = replies(sock, p.Rejoin)
+        errors = [m for m in got if isinstance(m, p.Error)]
+        assert len(chunks) == 100 and len(errors) == 2, errors  # one for the chunks, one for the end
+        assert "no upload" in errors[0].reason and "no upload" in errors[1].reason
+        sock.send_multipart(p.encode(p.Hello("w", 1, "cpu", "h", 1, [[run.trial, run.attempt]])))
+        replies(sock, p.Welcome)
+        sock.send_multipart(p.encode(p.CheckpointBegin("w", 1, run.trial, run.attempt, "up-1", 1.0,
+                                                       len(data), hashlib.sha256(data).hexdigest())))
+        for index, chunk in enumerate(chunks):
+            sock.send_multipart(p.encode(p.CheckpointChunk("w", 1, "up-1", index * 1024, chunk)))
+        sock.send_multipart(p.encode(p.CheckpointEnd("w", 1, run.trial, run.attempt, 1, "up-1", 1.0)))
+        got = replies(sock, p.Ack)
+        assert not any(isinstance(m, p.Error) for m in got)
+    finally:
+        broker.stop()
+        broker.wait(10)
+        sock.close()
+    stored = [event for event, _ in _records(tmp_path) if event[0] == "checkpoint"]
+    assert len(stored) == 1 and (tmp_path / "checkpoints" / stored[0][4]).read_bytes() == data
