@@ -96,6 +96,9 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--workdir", help="where attempts run, keep logs and checkpoints until uploaded "
                         "(a fresh folder inside it, removed when the worker ends, and by the next "
                         "worker there if this one is killed; default: $TMPDIR)")
+    worker.add_argument("--max-outbox", type=int, default=10_000, metavar="N",
+                        help="trial messages kept while the broker cannot be reached; past that, the "
+                        "trial's next report waits (default: 10000)")
     worker.add_argument("--give-up", type=float, default=None, metavar="SECONDS",
                         help="exit with an error after this long without a word from the broker "
                         "(default: keep trying)")
@@ -251,7 +254,7 @@ def serve_workers(args) -> None:
     worker = Worker(args.connect, name=args.name, accelerator=accelerator, env=device_env(gpu),
                     workdir=workdir, progress_timeout=args.progress_timeout,
                     stop_grace=args.stop_grace, curve=args.curve, give_up=args.give_up,
-                    subreaper=True)
+                    subreaper=True, max_outbox=args.max_outbox)
     signals: list[int] = []
 
     def leave(signum: int) -> None:
@@ -280,7 +283,8 @@ def serve_devices(args, devices: list[str]) -> None:
     flags = ["--progress-timeout", str(args.progress_timeout), "--stop-grace", str(args.stop_grace),
              *(["--curve", args.curve] if args.curve else []),
              *(["--workdir", args.workdir] if args.workdir else []),
-             *(["--give-up", str(args.give_up)] if args.give_up is not None else [])]
+             *(["--give-up", str(args.give_up)] if args.give_up is not None else []),
+             "--max-outbox", str(args.max_outbox)]
     env = child_environment(dict(os.environ))
     signals: list[int] = []
 

@@ -80,9 +80,12 @@ class Worker:
                  env: dict[str, str] | None = None, workdir: str | Path | None = None,
                  progress_timeout: float = 600.0, stop_grace: float = 10.0,
                  max_backoff: float = 5.0, curve: str | Path | None = None,
-                 give_up: float | None = None, subreaper: bool = False, log=sys.stderr):
+                 give_up: float | None = None, subreaper: bool = False, max_outbox: int = 10_000,
+                 log=sys.stderr):
         if give_up is not None and not give_up > 0:
             raise ValueError(f"`give_up` is {give_up!r}, but must be > 0 seconds")
+        if isinstance(max_outbox, bool) or not isinstance(max_outbox, int) or max_outbox < 1:
+            raise ValueError(f"`max_outbox` is {max_outbox!r}, but must be an int >= 1")
         self.connect = connect
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{accelerator}"
         if not 0 < len(self.name) <= MAX_NAME or not self.name.isprintable():
@@ -97,6 +100,8 @@ class Worker:
         self.max_backoff = max_backoff
         self.curve = curve
         self.give_up = give_up
+        self.max_outbox = max_outbox  # trial messages kept unacknowledged before reports wait
+        self._held_back_at = -math.inf  # when reports were last left unread for a full outbox
         # A worker process of its own (`rung worker`) adopts what its attempts leave behind and reaps
         # it; not one embedded in a host program, whose other children it would reap too.
         self.subreaper = subreaper
@@ -173,7 +178,7 @@ class Worker:
         # on the wire will tell the broker this worker is alive.
         poller.register(self._sock, zmq.POLLIN | (zmq.POLLOUT if self._wire else 0))
         poller.register(self._wake_read, zmq.POLLIN)
-        if self.attempt is not None:
+        if self._reading(now):
             poller.register(self.attempt.fileno(), zmq.POLLIN)
         wake = self._last_heard + self.liveness if self._reconnect_at is None else self._reconnect_at
         if not self._wire:
@@ -201,12 +206,12 @@ class Worker:
                 self._handle(p.decode(frames))
             except p.ProtocolError as error:
                 self._say(f"bad message from the broker: {error}")
-        if self.attempt is not None:
+        if self._reading(now):
             for message in self.attempt.poll(now):
                 self._from_attempt(message)
         if self.attempt is not None:
             self._watch(now)
-            if now - self._log_read_at >= LOG_EVERY:
+            if now - self._log_read_at >= LOG_EVERY and not self._full():
                 self._ship_log(self.current)
         self._drain()
         if self.session.hello_due(now, sending=bool(self._wire)):
@@ -472,11 +477,27 @@ class Worker:
         for offset, data in self.logtail.new(final):
             self._queue(run, p.Log(self.name, self.incarnation, run.trial, run.attempt, 0, offset, data))
 
+    def _full(self) -> bool:
+        return len(self.session.outbox) >= self.max_outbox
+
+    def _reading(self, now: float) -> bool:
+        """Whether to read the attempt's reports now. Not while the outbox is full (the broker cannot
+        be reached, or keeps up with nothing): the attempt's pipe fills and its next report waits,
+        so a fast reporter through a long outage costs bounded memory and loses nothing. An attempt
+        being stopped is read regardless, so its end is seen."""
+        if self.attempt is None:
+            return False
+        if self._full() and self.attempt.deadline is None:
+            self._held_back_at = now
+            return False
+        return True
+
     def _watch(self, now: float) -> None:
         attempt = self.attempt
         if attempt is None or self.failure is not None:
             return
-        if now - attempt.last_progress > self.progress_timeout:
+        # Reports held back by a full outbox are the broker's silence, not the trial's.
+        if now - max(attempt.last_progress, self._held_back_at) > self.progress_timeout:
             self.failure = f"no report or checkpoint for {self.progress_timeout:g} s (progress watchdog)"
             attempt.stop(self.stop_grace, now)
 

@@ -65,3 +65,15 @@ def many_metrics(trial):
     """Reports 256 metrics of 128-character names, none of them the study's, then sleeps."""
     trial.report(1, **{f"{n:03d}" + "m" * 125: 1.0 for n in range(256)})
     time.sleep(30)
+
+
+def counter(trial):
+    """Reports steps 1..budget as fast as it can, resuming after its checkpoint, and appends each
+    step to the file `log` as it reports it."""
+    start = trial.checkpoint["step"] if trial.checkpoint is not None else 0
+    with open(trial.config["log"], "a") as log:
+        for step in range(start + 1, int(trial.budget) + 1):
+            trial.report(step, loss=1.0 / step)
+            print(step, file=log, flush=True)
+            if step % 1000 == 0:
+                trial.save({"step": step}, step=step)
