@@ -53,7 +53,8 @@ class _Flow:
         self.queue: deque[tuple[float, memoryview]] = deque()  # (when due, bytes), oldest first
         self.held = 0
         self.ended = False  # the source has ended its stream
-        self.end_passed = False  # and the sink was told (its write side shut)
+        self.reset = False  # with an RST (else a FIN)
+        self.end_passed = False  # and the sink was told, after every byte before the end
         self.blocked = False  # the sink's buffer is full: wait until it is writable
 
 
@@ -300,13 +301,13 @@ class Proxy:
             flow.held += len(data)
 
     def _ended(self, link: _Link, flow: _Flow, reset: bool) -> None:
-        """The source closed (or reset) its side. In the dark, the sink never learns."""
+        """The source closed (or reset) its side: the sink learns once the bytes before the end are
+        through, as on a wire. In the dark, it never learns."""
         flow.ended = True
+        flow.reset = reset
         if self._dark[flow.direction] == 0:
             link.damaged = True
             flow.end_passed = True  # swallowed: nothing is left to pass on
-        elif reset:
-            self._abort(link)
 
     def _pump(self, link: _Link, now: float) -> None:
         """Send what is due, in order, until a sink would block."""
@@ -321,10 +322,8 @@ class Proxy:
                     flow.blocked = True
                     break
                 except OSError:
-                    # The sink is gone; its peer hears of it as a reset, even in the dark (where a
-                    # real partition would keep that from it too until its own timers fire).
-                    self._abort(link)
-                    return
+                    self._sink_gone(link, flow)
+                    break
                 self.forwarded[flow.direction] += sent
                 flow.held -= sent
                 if sent < len(data):
@@ -334,6 +333,9 @@ class Proxy:
                     flow.queue.popleft()
             if flow.ended and not flow.end_passed and not flow.queue:
                 flow.end_passed = True
+                if flow.reset:
+                    self._abort(link)
+                    return
                 try:
                     flow.sink.shutdown(socket.SHUT_WR)
                 except OSError:
@@ -341,6 +343,18 @@ class Proxy:
         if all(flow.ended and flow.end_passed and not flow.queue for flow in link.flows()) \
                 and not link.damaged:
             self._close(link, abort=False)
+
+    def _sink_gone(self, link: _Link, flow: _Flow) -> None:
+        """The sink's peer closed: what was on its way to it goes nowhere, and its kernel answers with
+        an RST, which reaches the source behind the bytes already on their way there (as on a wire;
+        in the dark too, where a real partition would keep it from the source until its own timers
+        fire)."""
+        flow.queue.clear()
+        flow.held = 0
+        flow.ended = flow.end_passed = True
+        back = link.down if flow is link.up else link.up
+        if not back.ended:
+            back.ended = back.reset = True
 
     def _watch(self) -> None:
         """Register each socket for what its link waits for: reading while its direction has room,
