@@ -164,6 +164,40 @@ def test_a_delay_holds_every_byte_and_keeps_the_order(echo):
         assert time.monotonic() - sent >= 0.4  # 0.2 s each way
 
 
+def test_a_peer_that_closes_on_a_slow_link_is_heard_after_its_last_bytes():
+    # The server answers once and closes while the client keeps talking, so that the server's kernel
+    # resets the connection while the answer is still on its way. A wire delivers the answer first.
+    server = socket.create_server(("127.0.0.1", 0))
+    with server, Proxy(server.getsockname()) as proxy:
+        proxy.delay(0.2)
+        sock = _connect(proxy)
+        talking = threading.Event()
+
+        def talk():
+            while True:
+                try:
+                    sock.send(b"more")
+                except OSError:
+                    return
+                talking.set()
+                time.sleep(0.02)
+
+        threading.Thread(target=talk, daemon=True).start()
+        talking.wait(10)
+        accepted, _ = server.accept()
+        with accepted:
+            assert _receive(accepted, 4) == b"more"
+            accepted.sendall(b"bye")
+        received = b""
+        try:
+            while data := sock.recv(16):
+                received += data
+        except ConnectionResetError:
+            pass
+        sock.close()
+        assert received == b"bye"
+
+
 def test_reset_and_refuse_close_connections_at_once(echo):
     with Proxy(echo.server_address) as proxy:
         sock = _connect(proxy)
@@ -233,6 +267,12 @@ def _settled(broker: Broker, budget: int) -> None:
         assert {int(step) for _, step, _ in trial.history} == set(range(1, budget + 1)), trial.id
 
 
+def _finish(broker: Broker, processes) -> None:
+    """Wait for the study to end and for every worker to exit, told that it has."""
+    assert broker.wait(60)
+    assert [process.wait(timeout=30) for process in processes] == [0] * len(processes)
+
+
 def _curve_study(log, budget: int, trials: int = 1, sleep: float = 0.1) -> Study:
     return Study(CURVE, {"x": grid([0.1 * (i + 1) for i in range(trials)]), "sleep": sleep,
                          "log": str(log)}, "grid", {"budget": budget})
@@ -248,8 +288,7 @@ def test_a_partition_shorter_than_the_liveness_window_costs_nothing(tmp_path):
             proxy.blackhole()
             time.sleep(LIVENESS / 3)  # the partition
             proxy.heal()
-            assert broker.wait(60)
-            assert process.wait(timeout=30) == 0
+            _finish(broker, [process])
         finally:
             stop(process)
         assert proxy.dropped["up"] > 0  # it cut something (the broker, hearing nothing, said nothing)
@@ -281,17 +320,15 @@ def long_partition(request, tmp_path_factory):
             proxy.blackhole(up=request.param == "both ways", down=True)
             time.sleep(3 * LIVENESS)  # the partition
             proxy.heal()
-            assert broker.wait(60)
-            exits = [process.wait(timeout=30) for process in processes]
+            _finish(broker, processes)
         finally:
             stop(*processes)
-    return broker, directory, log, exits
+    return broker, directory, log
 
 
 def test_a_partition_longer_than_the_liveness_window_retries_the_attempt_elsewhere(long_partition):
-    broker, directory, log, exits = long_partition
+    broker, directory, _ = long_partition
     _settled(broker, 60)
-    assert exits == [0, 0]
     assert [event[1] for event in _lost(directory)] == ["victim"]
     retry = [d for d in _starts(directory) if d[2] == 2]
     assert len(retry) == 1 and retry[0][3] == "spare" and retry[0][6] is not None  # from a checkpoint
@@ -301,7 +338,7 @@ def test_a_partition_longer_than_the_liveness_window_retries_the_attempt_elsewhe
                    "retries its attempt elsewhere at once: nothing fences the old attempt")
 def test_a_partitioned_worker_never_trains_beside_the_retry_of_its_attempt(long_partition):
     # At most one attempt of a trial runs at any moment: the old one ends before its retry starts.
-    _, _, log, _ = long_partition
+    _, _, log = long_partition
     assert _overlap(log) == 0
 
 
@@ -312,8 +349,7 @@ def test_a_slow_link_slows_the_study_and_loses_nothing(tmp_path):
         proxy.delay(LIVENESS / 5)  # each way: a round trip takes 0.6 s of the 1.5 s window
         processes = [worker(proxy.address, f"w{i}") for i in range(2)]
         try:
-            assert broker.wait(60)
-            assert [process.wait(timeout=30) for process in processes] == [0, 0]
+            _finish(broker, processes)
         finally:
             stop(*processes)
     _settled(broker, 5)
@@ -331,11 +367,10 @@ def test_connections_reset_again_and_again_lose_nothing(tmp_path):
             for _ in range(4):
                 proxy.reset()
                 time.sleep(0.5)
-            assert broker.wait(60)
-            assert [process.wait(timeout=30) for process in processes] == [0, 0]
+            _finish(broker, processes)
         finally:
             stop(*processes)
-        assert proxy.accepted == 2 + 2 * 4  # every worker came back after every reset
+        assert proxy.accepted >= 2 + 2 * 4  # every worker came back after every reset
     _settled(broker, 30)
     assert _lost(tmp_path / "study") == []  # each came back well within its liveness window
     assert _overlap(log) == 0
@@ -357,8 +392,7 @@ def test_a_broker_unreachable_for_three_liveness_windows_then_back(tmp_path):
             time.sleep(3 * LIVENESS)  # the outage
             proxy.refuse(False)
             back = time.time()
-            assert broker.wait(60)
-            assert [process.wait(timeout=30) for process in processes] == [0, 0]
+            _finish(broker, processes)
         finally:
             stop(*processes)
     _settled(broker, 60)
@@ -385,16 +419,14 @@ def cut_upload(tmp_path_factory):
             proxy.blackhole()
             time.sleep(3 * LIVENESS)  # the partition
             proxy.heal()
-            assert broker.wait(60)
-            exit = process.wait(timeout=30)
+            _finish(broker, [process])
         finally:
             stop(process)
-    return broker, exit, said.read_text()
+    return broker, said.read_text()
 
 
 def test_an_upload_cut_by_a_partition_is_sent_again_and_nothing_is_lost(cut_upload):
-    broker, exit, _ = cut_upload
-    assert exit == 0
+    broker, _ = cut_upload
     _settled(broker, 2000)
 
 
@@ -402,6 +434,6 @@ def test_an_upload_cut_by_a_partition_is_sent_again_and_nothing_is_lost(cut_uplo
                    "(no ack for 2 liveness windows), each welcome sends the outbox again, and each chunk "
                    "of an upload already stored is refused with an error the worker prints")
 def test_a_healed_partition_does_not_flood_the_workers_log(cut_upload):
-    _, _, said = cut_upload
+    _, said = cut_upload
     refused = [line for line in said.splitlines() if "the broker refused a message" in line]
     assert len(refused) <= 3, f"{len(refused)} lines like {refused[0]!r}"
