@@ -3,7 +3,8 @@ workers and a broker, in the test's own process.
 
 Workers connect to `Proxy.address` instead of the broker's; each connection the proxy accepts is
 forwarded to the target, byte for byte and in order (ZeroMQ's framing spans TCP segments, so the
-proxy never splits or reorders, and never drops a byte unless told to). The faults change while
+proxy never splits or reorders, and never drops a byte unless told to); an end of stream, a FIN or
+an RST, reaches the other side behind the bytes sent before it, as on a wire. The faults change while
 connections run, per direction: "up" (from the connecting side, the worker, to the target, the
 broker) and "down" (back):
 
