@@ -428,7 +428,9 @@ class Broker:
         for trial, attempt, seq in hello.next_seqs:
             if self._holder(trial, attempt) == hello.worker:
                 self.intake.inherited(trial, attempt, seq)
-        self._send(route, p.Welcome(hello.worker, self.heartbeat, self.liveness))
+        expected = self._expected(hello.worker) if hello.worker in self.state.workers else None
+        self._send(route, p.Welcome(hello.worker, self.heartbeat, self.liveness,
+                                    [] if expected is None else [list(expected)]))
         if hello.worker not in self.state.workers:
             # New, or declared lost and back (a freeze, a healed partition): whatever it still runs
             # was retried or given up, and is stopped before it takes new work.

@@ -334,8 +334,6 @@ def test_a_partition_longer_than_the_liveness_window_retries_the_attempt_elsewhe
     assert len(retry) == 1 and retry[0][3] == "spare" and retry[0][6] is not None  # from a checkpoint
 
 
-@pytest.mark.xfail(strict=True, reason="a partitioned worker trains on through reconnects while the broker "
-                   "retries its attempt elsewhere at once: nothing fences the old attempt")
 def test_a_partitioned_worker_never_trains_beside_the_retry_of_its_attempt(long_partition):
     # At most one attempt of a trial runs at any moment: the old one ends before its retry starts.
     _, _, log = long_partition
@@ -430,9 +428,6 @@ def test_an_upload_cut_by_a_partition_is_sent_again_and_nothing_is_lost(cut_uplo
     _settled(broker, 2000)
 
 
-@pytest.mark.xfail(strict=True, reason="after the heal the worker says one hello per heartbeat it waited "
-                   "(no ack for 2 liveness windows), each welcome sends the outbox again, and each chunk "
-                   "of an upload already stored is refused with an error the worker prints")
 def test_a_healed_partition_does_not_flood_the_workers_log(cut_upload):
     _, said = cut_upload
     refused = [line for line in said.splitlines() if "the broker refused a message" in line]

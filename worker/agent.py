@@ -185,6 +185,8 @@ class Worker:
             wake = min(wake, self._last_sent + self.heartbeat)
         if self.attempt is not None:
             wake = min(wake, self._log_read_at + LOG_EVERY)
+            if not self.attempt.paused:
+                wake = min(wake, self._heard_at + self.liveness / 2)
             if self.attempt.deadline is not None:
                 wake = min(wake, self.attempt.deadline)
         if self.give_up is not None:
@@ -210,6 +212,7 @@ class Worker:
             for message in self.attempt.poll(now):
                 self._from_attempt(message)
         if self.attempt is not None:
+            self._keep_lease(now)
             self._watch(now)
             if now - self._log_read_at >= LOG_EVERY and not self._full():
                 self._ship_log(self.current)
@@ -320,11 +323,12 @@ class Worker:
 
     def _handle(self, message) -> None:
         match message:
-            case p.Welcome(heartbeat=heartbeat, liveness=liveness):
+            case p.Welcome(heartbeat=heartbeat, liveness=liveness, expected=expected):
                 self.heartbeat, self.liveness = heartbeat, liveness
                 self._clear_wire()  # a copy from an earlier welcome would go twice
                 for outgoing in self.session.welcome(liveness, time.monotonic()):
                     self._transmit(outgoing)
+                self._settle_lease(expected)
                 if self.fetch is not None:  # a fetch cut off by the reconnect starts again where it was
                     self._send(p.Fetch(self.name, self.incarnation, self.fetch.run.checkpoint,
                                        self.fetch.offset, CHUNK))
@@ -477,6 +481,38 @@ class Worker:
         for offset, data in self.logtail.new(final):
             self._queue(run, p.Log(self.name, self.incarnation, run.trial, run.attempt, 0, offset, data))
 
+    # ----------------------------------------------------------------------------------------------
+    # The lease: an attempt trains only while its broker can be heard.
+
+    def _keep_lease(self, now: float) -> None:
+        """Pause the attempt once the broker has been silent for half its liveness window. The broker
+        declares this worker lost, and retries the attempt elsewhere, only after the whole window:
+        so the old attempt is holding still before the retry can start, even across a partition
+        that hides each side from the other. A hello asks whether the attempt is still this
+        worker's; the welcome says (`_settle_lease`)."""
+        attempt = self.attempt
+        if attempt is None or attempt.paused or attempt.deadline is not None or self.leaving:
+            return
+        if now - self._heard_at > self.liveness / 2:
+            run = self.current
+            self._say(f"no word from the broker for {now - self._heard_at:.1f} s: trial {run.trial} "
+                      f"attempt {run.attempt} paused until the broker says it is still this worker's")
+            attempt.pause()
+            self._clear_wire()  # what waits there goes again, in order, after the welcome
+            self._hello()
+
+    def _settle_lease(self, expected: list) -> None:
+        attempt, run = self.attempt, self.current
+        if attempt is None or not attempt.paused:
+            return
+        if [run.trial, run.attempt] in expected:
+            self._say(f"trial {run.trial} attempt {run.attempt} resumed: the broker still expects it")
+            attempt.resume()
+        else:
+            self._say(f"stopping trial {run.trial} attempt {run.attempt}: the broker no longer expects "
+                      "it (it declared this worker lost, and retries it)")
+            attempt.stop(self.stop_grace)
+
     def _full(self) -> bool:
         return len(self.session.outbox) >= self.max_outbox
 
@@ -496,7 +532,9 @@ class Worker:
         attempt = self.attempt
         if attempt is None or self.failure is not None:
             return
-        # Reports held back by a full outbox are the broker's silence, not the trial's.
+        if attempt.paused:
+            self._held_back_at = now
+        # Reports held back by a full outbox or a lease are the broker's silence, not the trial's.
         if now - max(attempt.last_progress, self._held_back_at) > self.progress_timeout:
             self.failure = f"no report or checkpoint for {self.progress_timeout:g} s (progress watchdog)"
             attempt.stop(self.stop_grace, now)

@@ -257,6 +257,7 @@ class Attempt:
         self._log: BinaryIO | None = None
         self._verdict: tuple[str, str] | None = None  # the child's own account of its end, or ours
         self._stopped = False
+        self._paused = False
         self._kill_at: float | None = None
         self._killed = False
         self._ended = False
@@ -325,7 +326,27 @@ class Attempt:
         if first:
             self._note(f"stopping: SIGTERM to the process group, SIGKILL after {grace:g} s")
             self._signal_group(signal.SIGTERM)
+            self.resume()  # a paused group would hold the SIGTERM until its grace is over
         self._enforce(now)
+
+    def pause(self) -> None:
+        """SIGSTOP to the process group: the attempt holds still, its memory (a GPU's too) kept, until
+        `resume` or `stop`."""
+        if self._process is None or self._ended or self._stopped or self._paused:
+            return
+        self._paused = True
+        self._note("paused: SIGSTOP to the process group")
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._note("resumed: SIGCONT to the process group")
+            self._signal_group(signal.SIGCONT)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     @property
     def deadline(self) -> float | None:

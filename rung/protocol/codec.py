@@ -246,7 +246,7 @@ _CHECKS: dict[type, dict[str, Callable[[str, Any], Any]]] = {
     m.Fetch: dict(worker=_name, incarnation=_int, key=_name, offset=_int, length=_int),
     m.Goodbye: dict(worker=_name, incarnation=_int, reason=_text),
     m.Query: dict(),
-    m.Welcome: dict(worker=_name, heartbeat=_amount, liveness=_amount),
+    m.Welcome: dict(worker=_name, heartbeat=_amount, liveness=_amount, expected=_pairs),
     m.Pong: dict(worker=_name),
     m.Rejoin: dict(reason=_text),
     m.Run: dict(trial=_int, attempt=_int, trainable=_trainable, config=_config, budget=_amount,

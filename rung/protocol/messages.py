@@ -154,12 +154,15 @@ class Query:
 
 @dataclass(slots=True)
 class Welcome:
-    """Answers Hello: how often to heartbeat, and after how long without a message the broker
-    declares the worker lost."""
+    """Answers Hello: how often to heartbeat, after how long without a message the broker declares
+    the worker lost, and which attempts it expects of the worker now ([[trial, attempt]]: at most
+    one): an attempt the worker paused for want of word from the broker resumes only if it is named
+    here, and is stopped if not."""
 
     worker: str
     heartbeat: float
     liveness: float
+    expected: list = field(default_factory=list)
 
 
 @dataclass(slots=True)
