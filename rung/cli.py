@@ -273,7 +273,7 @@ def serve_workers(args) -> None:
         raise ValueError(f"worker {worker.name} gave up: {worker.gave_up}")
     if signals:
         print(f"rung worker {worker.name}: left ({signal.Signals(signals[0]).name})", file=sys.stderr)
-        raise Interrupted(signals[0])
+        sys.exit(Interrupted(signals[0]).exit_status)  # said, with the worker's name
     print(f"rung worker {worker.name}: the study is over: {reason}", file=sys.stderr)
 
 
