@@ -20,6 +20,14 @@ Rules:
   nothing for the liveness window reconnects with exponential back-off and jitter, and says hello.
 - A broker that does not know the sender (it restarted, or it declared the worker lost) answers
   `rejoin`; the worker says hello again, listing the attempts it holds.
+- One attempt of a trial trains at a time (a lease). A worker that has heard nothing from the broker
+  for half the liveness window MUST pause its attempt (SIGSTOP to its process group) and say hello;
+  the `welcome` names the attempts the broker expects of that worker (`expected`), and a paused
+  attempt resumes only if named there, else it is stopped. The broker retries a lost worker's attempt
+  only once the whole window has passed, so the old attempt is paused before the retry starts. Any
+  attempt a hello, a heartbeat or a trial message shows running that the broker does not expect of
+  that worker gets `stop`; a `run` that comes while another attempt runs stops that one first and
+  starts when it has ended.
 - Trial messages (`result`, `checkpoint_end`, `log`, `ended`) carry (trial, attempt, seq), seq counting the
   attempt's messages from 1. The broker journals them, then sends `ack` with the highest seq done; the
   worker keeps every unacknowledged message and sends them again, in order, after each `welcome`.
@@ -36,7 +44,11 @@ Rules:
 - A checkpoint is uploaded as `checkpoint_begin`, `checkpoint_chunk`s in offset order, then
   `checkpoint_end`; begin and chunks are idempotent, and the upload counts once the end is acked. An
   end that finds bytes missing (chunks lost with a dropped connection) is answered by `error` and
-  `rejoin`, not acked: the worker sends the upload again after the welcome.
+  `rejoin`, not acked: the worker sends the upload again after the welcome. Chunks the broker cannot
+  take get one `error` an upload, not one a chunk. An upload that fails the store's checks (its
+  digest) is never acked either: asked for again at once, and after 3 refusals its attempt fails.
+- A `log` carries bytes of an attempt's output from an offset; it is a trial message like the others
+  (acked, resent), written at its offset, so a copy changes nothing.
   Resumption fetches a stored checkpoint with `fetch`, answered by `chunk`s.
 - Worker names are unique among live workers. A hello naming a worker that another incarnation holds,
   alive (heard from within the liveness window, its connection still up), is answered by `refused`:
