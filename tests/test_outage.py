@@ -2,6 +2,7 @@
 --max-outbox its trial's reports wait), nothing it reported is lost, nothing is counted twice, and the
 progress watchdog does not take the broker's silence for the trial's."""
 
+import os
 import signal
 import subprocess
 import time
@@ -43,6 +44,9 @@ def test_a_fast_reporter_through_a_broker_outage_waits_in_bounded_memory_and_los
         head.send_signal(signal.SIGKILL)
         head.wait()
         wait_for(lambda: _still(log), 30, "the reports to wait")
+        busy = _cpu(helper.pid)
+        time.sleep(2)
+        assert _cpu(helper.pid) - busy < 0.2  # it waits on its socket: no spin (0.01 s; 0.07 s when it woke every ms)
         held = reported(log)
         assert held < budget // 2  # it waits: the trial did not run on into a growing outbox
         again = rung(*command, stderr=subprocess.DEVNULL)  # 4 s later: past the watchdog's 2 s
@@ -54,6 +58,13 @@ def test_a_fast_reporter_through_a_broker_outage_waits_in_bounded_memory_and_los
     assert rows[0]["status"] == "completed" and rows[0]["attempts"] == 1
     steps = [step for _, step, _ in state.trials[0].history]
     assert steps == list(range(1, budget + 1))  # each once, none lost
+
+
+def _cpu(pid: int) -> float:
+    """Seconds of CPU the process has used."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _still(log, seconds: float = 4.0) -> bool:

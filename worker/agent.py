@@ -183,9 +183,11 @@ class Worker:
         wake = self._last_heard + self.liveness if self._reconnect_at is None else self._reconnect_at
         if not self._wire:
             wake = min(wake, self._last_sent + self.heartbeat)
+        # Only what the loop would act on: a wake-up in the past that is acted on by nothing spins.
         if self.attempt is not None:
-            wake = min(wake, self._log_read_at + LOG_EVERY)
-            if not self.attempt.paused:
+            if not self._full():
+                wake = min(wake, self._log_read_at + LOG_EVERY)
+            if self._leased():
                 wake = min(wake, self._heard_at + self.liveness / 2)
             if self.attempt.deadline is not None:
                 wake = min(wake, self.attempt.deadline)
@@ -490,16 +492,19 @@ class Worker:
         so the old attempt is holding still before the retry can start, even across a partition
         that hides each side from the other. A hello asks whether the attempt is still this
         worker's; the welcome says (`_settle_lease`)."""
-        attempt = self.attempt
-        if attempt is None or attempt.paused or attempt.deadline is not None or self.leaving:
-            return
-        if now - self._heard_at > self.liveness / 2:
-            run = self.current
+        if self._leased() and now - self._heard_at > self.liveness / 2:
+            attempt, run = self.attempt, self.current
             self._say(f"no word from the broker for {now - self._heard_at:.1f} s: trial {run.trial} "
                       f"attempt {run.attempt} paused until the broker says it is still this worker's")
             attempt.pause()
             self._clear_wire()  # what waits there goes again, in order, after the welcome
             self._hello()
+
+    def _leased(self) -> bool:
+        """Whether an attempt trains under the lease: running, neither paused nor being stopped."""
+        attempt = self.attempt
+        return (attempt is not None and not attempt.paused and attempt.deadline is None
+                and self.leaving is None)
 
     def _settle_lease(self, expected: list) -> None:
         attempt, run = self.attempt, self.current
