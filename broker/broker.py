@@ -29,8 +29,8 @@ whole outbox again for nothing), a query with the summary and why it is paused, 
 taken; unacknowledged, the workers keep their messages and send them again later. Every RETRY_FULL
 seconds it tries the write again; once it succeeds, the held effects leave and the loop goes on.
 No checkpoint is collected meanwhile: the journal may still name one that the state, ahead of it,
-no longer needs. A checkpoint chunk that finds no space pauses the broker the same way, until a write of its size
-succeeds (`CheckpointStore.has_room`). A failed fsync still stops the broker (see journal.py).
+no longer needs. A checkpoint chunk that finds no space pauses the broker the same way, until a write
+of its size succeeds (`CheckpointStore.has_room`). A failed fsync still stops the broker (see journal.py).
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@
     rung simulate [--algorithm NAME] [--workers N] ...   a study on virtual workers, in simulated time
 
 Errors are one line on stderr and exit status 2; a study that failed (`max_failures`, or no good
-trial) ends `rung run` with status 1, its first failure and the end of that trial's log. SIGTERM and SIGINT end every command gracefully
-(rung/shutdown.py); the exit status is then 128 + the signal's number (143, 130).
+trial) ends `rung run` with status 1, its first failure and the end of that trial's log. SIGTERM and
+SIGINT end every command gracefully (rung/shutdown.py); the exit status is then 128 + the signal's
+number (143, 130).
 """
 
 from __future__ import annotations
@@ -459,8 +460,8 @@ def make_keys(args) -> None:
     print(f"keys in {directory}: give workers broker.key and the worker pair; keep broker.key_secret")
 
 
-COMMANDS = {"keys": make_keys, "run": run_study, "broker": serve_broker, "worker": serve_workers, "status": show_status,
-            "results": show_results, "logs": show_logs, "simulate": simulate}
+COMMANDS = {"keys": make_keys, "run": run_study, "broker": serve_broker, "worker": serve_workers,
+            "status": show_status, "results": show_results, "logs": show_logs, "simulate": simulate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,9 +42,10 @@ def study_failure(state: State, rows: list[dict[str, Any]]) -> str | None:
     failed = [t for t in state.trials if t.status in (TrialStatus.FAILED, TrialStatus.DIVERGED)]
     if not failed:
         return why
-    counts = {status: sum(t.status.name.lower() == status for t in failed) for status in ("failed", "diverged")}
+    counts = {status: sum(t.status == status for t in failed)
+              for status in (TrialStatus.FAILED, TrialStatus.DIVERGED)}
     first = failed[0]
-    told = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    told = ", ".join(f"{n} {status.name.lower()}" for status, n in counts.items() if n)
     return f"{why} ({told}); trial {first.id} {first.status.name.lower()}: {first.reason}"
 
 

@@ -651,7 +651,7 @@ def test_a_sweep_stops_at_its_byte_bound_so_checkpoint_chunks_never_pile_up(tmp_
     assert (tmp_path / "checkpoints" / stored[0][4]).read_bytes() == data
 
 
-def test_a_checkpoint_that_fails_its_digest_is_never_acknowledged_and_fails_its_attempt_if_it_keeps_failing(tmp_path):
+def test_a_checkpoint_failing_its_digest_is_never_acknowledged_and_fails_its_attempt_if_it_keeps_failing(tmp_path):
     # The worker deletes its copy of a checkpoint once acknowledged, so a refused upload must never
     # be: it is asked for again, counts once it passes, and an upload refused again and again fails
     # its attempt with the store's reason instead of vanishing.
