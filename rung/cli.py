@@ -468,6 +468,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
+    except BrokenPipeError:
+        # The reader went away (`rung results DIR | head`): nothing is wrong, and nothing more to say.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except StudyFailed as failed:
         print(f"rung: the study failed: {failed}", file=sys.stderr)
         return 1
