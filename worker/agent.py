@@ -53,6 +53,7 @@ from .folders import make_folder
 from .logtail import LogTail
 from .reaper import become_subreaper, reap_orphans
 from .session import Outgoing, WorkerSession
+from .slot import Act, Slot, key
 
 CHUNK = 1 << 20
 LOG_EVERY = 1.0  # seconds between two reads of a running attempt's log
@@ -115,8 +116,7 @@ class Worker:
         self.logtail: LogTail | None = None  # the running attempt's log, as far as it was shipped
         self._log_read_at = 0.0
         self.spare: Interpreter | None = None  # the next function attempt's interpreter, started early
-        self.current: p.Run | None = None
-        self.pending: p.Run | None = None  # a run that waits for the current attempt to end
+        self.slot = Slot()  # which run is current, which waits, whether paused: the rules, sans I/O
         self.failure: str | None = None  # why this worker is ending the attempt itself
         self.fetch: _Fetch | None = None
         self.done = False
@@ -213,8 +213,9 @@ class Worker:
         if self._reading(now):
             for message in self.attempt.poll(now):
                 self._from_attempt(message)
+        if self._leased():
+            self._carry_out(self.slot.silent(now - self._heard_at, self.liveness))
         if self.attempt is not None:
-            self._keep_lease(now)
             self._watch(now)
             if now - self._log_read_at >= LOG_EVERY and not self._full():
                 self._ship_log(self.current)
@@ -273,16 +274,10 @@ class Worker:
         self._say(f"leaving ({reason})" + ("" if running is None else
                   f": stopping trial {running.trial} attempt {running.attempt}, which the broker "
                   "resumes from its last checkpoint elsewhere"))
-        self.pending = None
         if self.spare is not None:
             self.spare.discard()
             self.spare = None
-        if self.attempt is not None:
-            self.attempt.stop(self.stop_grace, now)
-        elif self.fetch is not None:
-            self.fetch.handle.close()
-            self.fetch = None
-            self.current = None
+        self._carry_out(self.slot.leave())
 
     def _leave_when_delivered(self, now: float) -> None:
         """Once the attempt is gone, wait up to one liveness window for the broker to acknowledge
@@ -320,8 +315,12 @@ class Worker:
                            os.getpid(), held, self.session.next_seqs(held)))
 
     def _held(self) -> list[list[int]]:
-        return self.session.held([(run.trial, run.attempt) for run in (self.current, self.pending)
-                                  if run is not None])
+        return self.session.held(self.slot.held())
+
+    @property
+    def current(self) -> p.Run | None:
+        """The run being fetched or trained."""
+        return self.slot.current
 
     def _handle(self, message) -> None:
         match message:
@@ -330,7 +329,7 @@ class Worker:
                 self._clear_wire()  # a copy from an earlier welcome would go twice
                 for outgoing in self.session.welcome(liveness, time.monotonic()):
                     self._transmit(outgoing)
-                self._settle_lease(expected)
+                self._carry_out(self.slot.welcome(expected))
                 if self.fetch is not None:  # a fetch cut off by the reconnect starts again where it was
                     self._send(p.Fetch(self.name, self.incarnation, self.fetch.run.checkpoint,
                                        self.fetch.offset, CHUNK))
@@ -364,18 +363,40 @@ class Worker:
 
     def _start(self, run: p.Run) -> None:
         current = self.current
-        if self.leaving is not None or _same(current, run):
+        if self.leaving is not None:
             return
-        if current is not None:
-            # The broker hands work only to a worker it thinks free: it no longer expects the
-            # attempt running here, which must end before another starts.
-            if self.pending is None:
-                self._say(f"stopping trial {current.trial} attempt {current.attempt}: the broker gave "
-                          f"this worker trial {run.trial} attempt {run.attempt}")
-            self.pending = run
-            self._stop(current.trial, current.attempt)
-            return
-        self.current = run
+        if current is not None and key(current) != key(run) and not self.slot.stopping:
+            self._say(f"stopping trial {current.trial} attempt {current.attempt}: the broker gave "
+                      f"this worker trial {run.trial} attempt {run.attempt}")
+        self._carry_out(self.slot.run(run))
+
+    def _carry_out(self, actions: list) -> None:
+        for act, run in actions:
+            match act:
+                case Act.START:
+                    self._begin(run)
+                case Act.STOP if self.attempt is not None:
+                    self.attempt.stop(self.stop_grace)
+                case Act.STOP:  # still fetching its checkpoint
+                    self._abandon_fetch(Exited("finished", "stopped before it started"))
+                case Act.PAUSE:
+                    self._say(f"no word from the broker for {time.monotonic() - self._heard_at:.1f} s: "
+                              f"trial {run.trial} attempt {run.attempt} paused until the broker says "
+                              "it is still this worker's")
+                    if self.attempt is not None:
+                        self.attempt.pause()
+                    self._clear_wire()  # what waits there goes again, in order, after the welcome
+                    self._hello()
+                case Act.RESUME:
+                    self._say(f"trial {run.trial} attempt {run.attempt} resumed: the broker still "
+                              "expects it")
+                    if self.attempt is not None:
+                        self.attempt.resume()
+                case Act.DROP:
+                    self._queue(run, p.Ended(self.name, self.incarnation, run.trial, run.attempt, 0,
+                                             "finished", "stopped before it started"))
+
+    def _begin(self, run: p.Run) -> None:
         self.failure = None
         folder = self._folder(run.trial, run.attempt)
         if run.checkpoint is None:
@@ -416,19 +437,7 @@ class Worker:
             self._say(f"cannot start an interpreter ahead of the next attempt: {error}")
 
     def _stop(self, trial: int, attempt: int) -> None:
-        pending = self.pending
-        if pending is not None and (pending.trial, pending.attempt) == (trial, attempt):
-            self.pending = None
-            self._queue(pending, p.Ended(self.name, self.incarnation, trial, attempt, 0, "finished",
-                                         "stopped before it started"))
-            return
-        current = self.current
-        if current is None or (current.trial, current.attempt) != (trial, attempt):
-            return
-        if self.attempt is not None:
-            self.attempt.stop(self.stop_grace)
-        else:  # still fetching its checkpoint
-            self._abandon_fetch(Exited("finished", "stopped before it started"))
+        self._carry_out(self.slot.stop(trial, attempt))
 
     def _abandon_fetch(self, exited: Exited) -> None:
         self.fetch.handle.close()
@@ -473,10 +482,7 @@ class Worker:
                                      reason[:MAX_TEXT]))
         self.attempt = None
         self.logtail = None
-        self.current = None
-        if self.pending is not None:
-            run, self.pending = self.pending, None
-            self._start(run)
+        self._carry_out(self.slot.ended())
 
     def _ship_log(self, run: p.Run, final: bool = False) -> None:
         self._log_read_at = time.monotonic()
@@ -486,37 +492,11 @@ class Worker:
     # ----------------------------------------------------------------------------------------------
     # The lease: an attempt trains only while its broker can be heard.
 
-    def _keep_lease(self, now: float) -> None:
-        """Pause the attempt once the broker has been silent for half its liveness window. The broker
-        declares this worker lost, and retries the attempt elsewhere, only after the whole window:
-        so the old attempt is holding still before the retry can start, even across a partition
-        that hides each side from the other. A hello asks whether the attempt is still this
-        worker's; the welcome says (`_settle_lease`)."""
-        if self._leased() and now - self._heard_at > self.liveness / 2:
-            attempt, run = self.attempt, self.current
-            self._say(f"no word from the broker for {now - self._heard_at:.1f} s: trial {run.trial} "
-                      f"attempt {run.attempt} paused until the broker says it is still this worker's")
-            attempt.pause()
-            self._clear_wire()  # what waits there goes again, in order, after the welcome
-            self._hello()
-
     def _leased(self) -> bool:
-        """Whether an attempt trains under the lease: running, neither paused nor being stopped."""
-        attempt = self.attempt
-        return (attempt is not None and not attempt.paused and attempt.deadline is None
+        """Whether an attempt trains under the lease (worker/slot.py, rule 3): current, neither
+        paused nor being stopped, the worker staying."""
+        return (self.current is not None and not self.slot.paused and not self.slot.stopping
                 and self.leaving is None)
-
-    def _settle_lease(self, expected: list) -> None:
-        attempt, run = self.attempt, self.current
-        if attempt is None or not attempt.paused:
-            return
-        if [run.trial, run.attempt] in expected:
-            self._say(f"trial {run.trial} attempt {run.attempt} resumed: the broker still expects it")
-            attempt.resume()
-        else:
-            self._say(f"stopping trial {run.trial} attempt {run.attempt}: the broker no longer expects "
-                      "it (it declared this worker lost, and retries it)")
-            attempt.stop(self.stop_grace)
 
     def _full(self) -> bool:
         return len(self.session.outbox) >= self.max_outbox
@@ -542,7 +522,7 @@ class Worker:
         # Reports held back by a full outbox or a lease are the broker's silence, not the trial's.
         if now - max(attempt.last_progress, self._held_back_at) > self.progress_timeout:
             self.failure = f"no report or checkpoint for {self.progress_timeout:g} s (progress watchdog)"
-            attempt.stop(self.stop_grace, now)
+            self._stop(*key(self.current))
 
     def _upload(self, run: p.Run, at: float, path: Path) -> _Upload:
         # Hold the file under a name of ours, the upload's own, until the broker has it: the attempt
@@ -566,7 +546,7 @@ class Worker:
             except p.ProtocolError as error:
                 if self.failure is None and self.attempt is not None:
                     self.failure = f"a report cannot be sent: {error}"
-                    self.attempt.stop(self.stop_grace)
+                    self._stop(*key(self.current))
                 return
         outgoing = self.session.queue(run.trial, run.attempt, message, time.monotonic())
         if not isinstance(message, _Upload):
@@ -648,10 +628,6 @@ class Worker:
 
 _UNREACHABLE = ("is a broker running there, reachable from this host? A broker that requires CurveZMQ "
                 "keys never answers a worker without them (--curve)")
-
-
-def _same(a: p.Run | None, b: p.Run) -> bool:
-    return a is not None and (a.trial, a.attempt) == (b.trial, b.attempt)
 
 
 def _with_seq(message, seq: int):
