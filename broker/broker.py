@@ -76,6 +76,7 @@ from rung.summary import schedule_rows, study_summary, trial_rows
 from . import logs
 from .checkpoints import CheckpointError, CheckpointIncomplete, CheckpointStore, NoSpace
 from .intake import Intake, Verdict
+from .reconcile import expected_of, run_lost, to_stop
 from .journal import Journal, JournalError, JournalFull
 from .limits import crowded, open_files_limit, raise_open_files_limit, workers_room
 from .lock import StudyLock
@@ -428,7 +429,7 @@ class Broker:
         for trial, attempt, seq in hello.next_seqs:
             if self._holder(trial, attempt) == hello.worker:
                 self.intake.inherited(trial, attempt, seq)
-        expected = self._expected(hello.worker) if hello.worker in self.state.workers else None
+        expected = expected_of(self.state, hello.worker)
         self._send(route, p.Welcome(hello.worker, self.heartbeat, self.liveness,
                                     [] if expected is None else [list(expected)]))
         if hello.worker not in self.state.workers:
@@ -450,12 +451,9 @@ class Broker:
         return True
 
     def _stop_unexpected(self, worker: str, running: list, expected: tuple[int, int] | None) -> None:
-        """Stop every attempt the worker holds that was given to it and is not the one expected of it
-        now (its worker was declared lost and the attempt retried, or the trial was stopped)."""
         entry = self.registry.entries.get(worker)
-        for trial, attempt in running:
-            if (trial, attempt) != expected and self._holder(trial, attempt) == worker:
-                self._stop_once(entry, trial, attempt)
+        for trial, attempt in to_stop(running, expected, lambda held: self._holder(*held) == worker):
+            self._stop_once(entry, trial, attempt)
 
     def _stop_once(self, entry, trial: int, attempt: int) -> None:
         """Stop, said once per connection: a stale attempt's every message would otherwise bring one."""
@@ -464,22 +462,12 @@ class Broker:
             self._send(entry.route, p.Stop(trial, attempt, "the broker no longer expects this attempt"))
 
     def _reconcile(self, worker: str, running: list, now: float) -> None:
-        """Square what the worker holds with what the state expects of it."""
-        held = {(t, a) for t, a in running}
-        expected = self._expected(worker)
+        """Square what a known worker holds with what the state expects of it (broker/reconcile.py)."""
+        expected = expected_of(self.state, worker)
         self._stop_unexpected(worker, running, expected)
-        if expected is None or expected in held:
-            return
         sent = self.registry.entries[worker].sent.get(expected)
-        if sent is not None and now - sent < self.liveness:
-            # The Run may still be on its way, also past a hello that crossed it: a worker says hello
-            # for each rejoin it gets, and only a Run older than the liveness window counts as lost.
-            return
-        self._step(WorkerReady(worker, time=time.time()), now)
-
-    def _expected(self, worker: str) -> tuple[int, int] | None:
-        tid = self.state.workers.get(worker)
-        return None if tid is None else (tid, self.state.trials[tid].attempt)
+        if run_lost(running, expected, sent, now, self.liveness):
+            self._step(WorkerReady(worker, time=time.time()), now)
 
     def _holder(self, trial: int, attempt: int) -> str | None:
         """The worker the attempt was given to, or None if it never was."""
@@ -497,11 +485,10 @@ class Broker:
         if not self._owns(route, message):
             return
         key = (message.trial, message.attempt)
-        if self.state.workers.get(message.worker) != message.trial or \
-                self.state.trials[message.trial].attempt != message.attempt:
+        if key != expected_of(self.state, message.worker):
             # A worker streaming results never heartbeats: its messages are where an attempt that
             # should not run any more shows.
-            self._stop_once(self.registry.entries.get(message.worker), *key)
+            self._stop_unexpected(message.worker, [key], None)
         verdict = self.intake.verdict(message.trial, message.attempt, message.seq)
         if verdict is Verdict.GAP:
             self._ask_resend(route, message.worker, now)

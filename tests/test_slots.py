@@ -2,10 +2,11 @@
 (`step`) and the broker's rules, driven through random partitions (both ways and one way), lost
 control messages and healing, on a clock that ticks in tenths of the liveness window.
 
-The broker's rules, as broker/broker.py applies them: a worker silent for the liveness window is lost
-(its attempt retried elsewhere); a hello gets a welcome naming the attempt the broker expects of that
-worker, and a stop for every other it holds; a worker unknown to the broker (declared lost) joins
-again; a trial message of an attempt the broker does not expect of its worker brings a stop. Trial
+The broker's rules are broker/reconcile.py's, applied as broker/broker.py does: a worker silent for the
+liveness window is lost (its attempt retried elsewhere); a hello gets a welcome naming the attempt the
+broker expects of that worker, and a stop for every other it holds; a worker unknown to the broker
+(declared lost) joins again; a trial message of an attempt the broker does not expect of its worker
+brings a stop; a run that never arrived is retried. Trial
 messages (results, ends) are never lost, only delayed while their link is down: their delivery is
 the outbox's business (tests/test_sessions.py). Control messages (hello, heartbeat, welcome, run,
 stop) may be lost. A message takes up to two ticks on a live link.
@@ -36,6 +37,7 @@ from rung.algorithms import (
     step,
     uniform,
 )
+from rung.broker.reconcile import expected_of, run_lost, to_stop
 from rung.worker.slot import Act, Slot, key
 
 LIVENESS = 1.0
@@ -159,10 +161,6 @@ class World:
 
     # -- the broker (broker/broker.py's rules, around the algorithm)
 
-    def expected(self, worker: str):
-        tid = self.state.workers.get(worker)
-        return None if tid is None else (tid, self.state.trials[tid].attempt)
-
     def given_to(self, worker: str, attempt) -> bool:
         return any(isinstance(d, StartTrial) and (d.trial, d.attempt) == attempt and d.worker == worker
                    for d in self.decided)
@@ -180,19 +178,14 @@ class World:
                     self.send(self.nodes[worker], False, "stop", (tid, attempt))
 
     def reconcile(self, node: Node, held) -> None:
-        """What a known worker holds against what is expected of it: others are stopped, and an
-        expected attempt it lacks, whose run left longer ago than the window, was lost on the way."""
-        self.stop_unexpected(node, held)
-        expected = self.expected(node.name)
-        if expected is not None and expected not in held and \
-                self.now - self.run_sent[expected] >= LIVENESS:
+        expected = expected_of(self.state, node.name)
+        self.stop_unexpected(node, held, expected)
+        if run_lost(held, expected, self.run_sent.get(expected), self.now, LIVENESS):
             self.decide(WorkerReady(node.name))
 
-    def stop_unexpected(self, node: Node, held) -> None:
-        expected = self.expected(node.name)
-        for attempt in held:
-            if attempt != expected and self.given_to(node.name, attempt) and \
-                    (node.name, attempt) not in self.stopped:
+    def stop_unexpected(self, node: Node, held, expected) -> None:
+        for attempt in to_stop(held, expected, lambda given: self.given_to(node.name, given)):
+            if (node.name, attempt) not in self.stopped:  # once per connection
                 self.stopped.add((node.name, attempt))
                 self.send(node, False, "stop", attempt)
 
@@ -201,10 +194,10 @@ class World:
         if message.kind == "hello":
             self.heard[worker] = self.now
             self.stopped = {s for s in self.stopped if s[0] != worker}
-            expected = self.expected(worker) if worker in self.state.workers else None
+            expected = expected_of(self.state, worker)
             self.send(node, False, "welcome", [] if expected is None else [list(expected)])
             if worker not in self.state.workers:
-                self.stop_unexpected(node, message.body[0])
+                self.stop_unexpected(node, message.body[0], None)
                 self.decide(WorkerJoined(worker))
             else:
                 self.reconcile(node, message.body[0])
@@ -218,8 +211,8 @@ class World:
                 self.reconcile(node, message.body[0])
             case "result":
                 (tid, attempt), at = message.body
-                if (tid, attempt) != self.expected(worker):
-                    self.stop_unexpected(node, [(tid, attempt)])
+                if (tid, attempt) != expected_of(self.state, worker):
+                    self.stop_unexpected(node, [(tid, attempt)], None)
                 self.decide(ResultReported(tid, attempt, at, {"loss": 1.0 / at}))
             case "ended":
                 (tid, attempt), _ = message.body
