@@ -61,13 +61,17 @@ def test_the_runtime_imports_point_one_way(folder, forbidden):
         assert not module.startswith(forbidden), f"{path.relative_to(ROOT)}:{line} imports {module}"
 
 
-def test_a_trainables_module_importing_the_space_helpers_pays_for_no_scipy():
-    # Every attempt imports its trainable's module in a fresh process; scipy (FIRE PBT's curve fits)
-    # would add about 0.75 s to each dispatch.
+@pytest.mark.parametrize("imports", [
+    "from rung import choice, loguniform, randint, uniform; import rung.worker.child",
+    "import rung.cli, rung.worker.agent, rung.broker.broker; rung.Study('m:f', {'x': rung.uniform(0, 1)}).build()",
+], ids=["a-trainables-module", "every-rung-process"])
+def test_no_process_pays_for_scipy_unless_its_study_uses_fire_pbt(imports):
+    # Every attempt imports its trainable's module in a fresh process, and every worker and broker
+    # starts one: scipy (FIRE PBT's curve fits) would add about 0.75 s to each.
     import subprocess
     import sys
 
-    code = ("import sys; from rung import choice, loguniform, randint, uniform; import rung.worker.child; "
+    code = (f"import sys, rung; {imports}; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'sklearn')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=pathlib.Path(__file__).resolve().parent.parent)
