@@ -59,6 +59,21 @@ class StudyLock:
         self.release()
 
 
+def broker_running(directory: str | os.PathLike) -> bool:
+    """Whether a broker holds the study directory now; read-only (a shared lock, tried and let go)."""
+    try:
+        fd = os.open(Path(directory) / "lock", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing lets go of a lock this took
+    return False
+
+
 def _read_pid(fd: int) -> int | None:
     try:
         text = os.pread(fd, 32, 0).decode("ascii").strip()

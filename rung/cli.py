@@ -39,7 +39,14 @@ from rung.algorithms import (
 )
 from rung.algorithms.benchmarks import CrossingCurves
 from rung.algorithms.simulate import Simulator
-from rung.shutdown import Interrupted, child_environment, end_with_parent, interrupt, on_signals
+from rung.shutdown import (
+    Interrupted,
+    child_environment,
+    cleanup,
+    end_with_parent,
+    interrupt,
+    on_signals,
+)
 from rung.study import Study, StudyFailed
 from rung.summary import format_summary, schedule_rows, study_failure, study_summary, trial_rows
 
@@ -230,8 +237,9 @@ def serve_broker(args) -> None:
                     show_progress(sys.stderr, broker, shown - began)
     finally:
         # Workers are not dismissed: they wait for this broker to be started again (or give up).
-        broker.stop(dismiss=None)
-        broker.wait()
+        with cleanup():
+            broker.stop(dismiss=None)
+            broker.wait()
     print(f"finished: {broker.state.finish_reason}" if broker.finished else "stopped")
 
 
@@ -267,7 +275,8 @@ def serve_workers(args) -> None:
             end_with_parent()
             reason = worker.run()
     finally:
-        worker.cleanup()
+        with cleanup():
+            worker.cleanup()
     if worker.refused is not None:
         raise ValueError(f"worker {worker.name} refused by the broker: {worker.refused}")
     if worker.gave_up is not None:
@@ -297,11 +306,15 @@ def serve_devices(args, devices: list[str]) -> None:
     children: list[subprocess.Popen] = []
     with on_signals(forward):
         for device in devices:
+            if signals:  # told to leave while starting them: start no more
+                break
             # Names are unique among live workers: each device's worker gets one of its own.
             name = ["--name", f"{args.name}-gpu{device}"] if args.name else []
             children.append(subprocess.Popen(
                 [sys.executable, "-m", "rung", "worker", "--connect", args.connect, "--gpu", device,
                  *flags, *name], env=env, start_new_session=True))
+            if signals:  # it came while this child was being started: it leaves too
+                children[-1].send_signal(signals[0])
         statuses = [child.wait() for child in children]
     if signals:
         raise Interrupted(signals[0])
@@ -428,6 +441,9 @@ def show_logs(args) -> None:
     if attempt is None:
         found = logs.attempts(args.dir, args.trial)
         attempt = found[-1] if found else state.trials[args.trial].attempt
+    if attempt > state.trials[args.trial].attempt + 1:
+        raise ValueError(f"trial {args.trial} has had {state.trials[args.trial].attempt} attempts; "
+                         f"there is no attempt {attempt}")
     if not args.follow and not logs.attempts(args.dir, args.trial):
         raise ValueError(f"trial {args.trial} has no log in {args.dir} yet")
     if not args.follow and attempt not in logs.attempts(args.dir, args.trial):
@@ -446,8 +462,13 @@ def show_logs(args) -> None:
 
 
 def _running(directory: str, trial: int, attempt: int) -> bool:
-    """Whether the attempt may still print: it is the trial's current one, and on a worker. An
-    attempt's log reaches the broker before its end does, so once this is False the log is whole."""
+    """Whether the attempt may still print: a broker serves the study, and the attempt is the trial's
+    current one, on a worker (or the next, still to start). An attempt's log reaches the broker
+    before its end does, so once this is False the log is whole."""
+    from rung.broker.lock import broker_running
+
+    if not broker_running(directory):
+        return False
     _, state, _ = load_directory(directory)
     current = state.trials[trial]
     return current.attempt <= attempt and (current.attempt < attempt or current.worker is not None)

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import TextIO
 
 from rung.broker.broker import Broker
-from rung.shutdown import child_environment
+from rung.shutdown import child_environment, cleanup
 from rung.study import Study
 
 STOP_GRACE = 10.0  # seconds an attempt has to end after SIGTERM (the worker's --stop-grace)
+LINGER = 2.0  # seconds workers of a finished study get to end by themselves (the broker's linger)
 
 
 def worker_command(address: str, name: str, progress_timeout: float) -> list[str]:
@@ -64,26 +65,43 @@ def run_local(study: Study, directory: str | Path, workers: int, *, progress: Te
         if progress is not None:
             show_progress(progress, broker, time.monotonic() - began, final=True)
     finally:
-        end_workers(processes, leave=not broker.finished, grace=STOP_GRACE + liveness)
-        broker.stop()
-        broker.wait()
+        # A second Ctrl-C or SIGTERM hurries the workers (they kill their attempts at once) but never
+        # skips the broker's stop: their goodbyes must reach the journal.
+        with cleanup(lambda signum: _tell(processes, signal.SIGTERM)):
+            end_workers(processes, finished=broker.finished, grace=STOP_GRACE + liveness)
+            broker.stop()
+            broker.wait()
     return broker
 
 
-def end_workers(processes: list[subprocess.Popen], *, leave: bool, grace: float) -> None:
-    """Wait for the workers to end, after telling them to leave if `leave`; kill what outstays
-    `grace` seconds. A worker told the study is over ends by itself."""
-    if leave:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
+def end_workers(processes: list[subprocess.Popen], *, finished: bool, grace: float) -> None:
+    """Wait for the workers to end, and kill what outstays `grace` seconds. Those of a study that
+    is not over are told to leave (SIGTERM) at once; those of a finished one heard Shutdown and end by
+    themselves, but for one whose hello came after the broker had gone (a study that ended within a
+    second): told to leave after LINGER."""
+    if finished:
+        _wait(processes, LINGER)
+    _tell(processes, signal.SIGTERM)
+    _wait(processes, grace)
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _tell(processes: list[subprocess.Popen], signum: int) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signum)
+
+
+def _wait(processes: list[subprocess.Popen], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
     for process in processes:
         try:
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            return
 
 
 def show_progress(stream: TextIO, broker: Broker, elapsed: float, final: bool = False) -> None:

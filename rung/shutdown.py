@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -53,6 +54,16 @@ def on_signals(action: Callable[[int], None]) -> Iterator[None]:
 def interrupt(signum: int) -> None:
     """An `on_signals` action: raise `Interrupted` where the main thread is."""
     raise Interrupted(signum)
+
+
+def cleanup(action: Callable[[int], None] = lambda signum: None):
+    """While inside, SIGTERM and SIGINT run `action` (by default nothing) instead of interrupting:
+    for the clean-up a first signal started (workers leaving, the journal's last commit), which a
+    second Ctrl-C may hurry but must not cut short. Outside the main thread, where no handler can be
+    set, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return contextlib.nullcontext()
+    return on_signals(action)
 
 
 def child_environment(env: dict[str, str]) -> dict[str, str]:

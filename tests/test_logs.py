@@ -84,3 +84,28 @@ def test_a_log_is_followed_while_its_attempt_runs_and_outlives_a_killed_worker(t
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 2000
     retried = logs(str(directory), "0")
     assert retried.stdout.splitlines()[-2:] == ["line 4000 xxxxxxxxxx", "[rung] finished: returned"]
+
+
+def test_following_a_log_ends_when_no_broker_serves_the_study(tmp_path):
+    # The broker and its worker are killed outright: the journal still says the attempt runs, but
+    # nothing will add to its log, and --follow says what there is and ends.
+    from tests.runtime import free_port
+
+    study = tmp_path / "study.toml"
+    study.write_text('name = "s"\ntrainable = "tests.trainables.study:chatty"\n[algorithm]\nname = "grid"\n'
+                     'budget = 4000\n[space]\nlines = ["grid", [4000]]\nsleep = 1.0\n')
+    directory, address = tmp_path / "study", f"tcp://127.0.0.1:{free_port()}"
+    head = rung("broker", "--study", str(study), "--dir", str(directory), "--bind", address,
+                stderr=subprocess.DEVNULL)
+    victim = worker(address, "victim")
+    try:
+        wait_for(lambda: (directory / "logs" / "trial-0" / "attempt-1.log").exists(), 30, "a log")
+        for process in (head, victim):
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        followed = logs(str(directory), "0", "--follow")
+    finally:
+        stop(head, victim)
+    assert followed.returncode == 0 and followed.stdout.startswith("[rung] trial 0 attempt 1")
+    missing = logs(str(directory), "0", "--attempt", "5", "--follow")
+    assert missing.returncode == 2 and "has had 1 attempts; there is no attempt 5" in missing.stderr

@@ -187,3 +187,41 @@ def test_a_worker_that_hears_no_broker_says_where_it_looked_and_gives_up_when_to
     assert f"no word from a broker at {address}" in told and "CurveZMQ" in told
     assert told.count("reconnecting") == 1, told  # said once, not at every reconnect
     assert told.strip().splitlines()[-1].startswith("rung: worker ") and "gave up" in told
+
+
+def test_a_second_signal_hurries_rung_run_but_its_workers_still_say_goodbye(tmp_path):
+    # Ctrl-C twice: the attempts are killed at once instead of after their grace, and the broker
+    # still journals each worker's goodbye (worker_left, which never counts towards max_attempts).
+    directory = tmp_path / "study"
+    path = tmp_path / "stubborn.toml"  # attempts that ignore SIGTERM: the first signal waits 10 s
+    path.write_text(STUDY.format(trainable=CURVE, log=tmp_path / "steps.jsonl")
+                    + "ignore_sigterm = true\n")
+    run = session("run", str(path), "--workers", "2", "--dir", str(directory))
+    try:
+        wait_for(lambda: steps_trained(tmp_path) >= 4, 60, "two attempts under way")
+        tree = descendants(run.pid)
+        run.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=30) == 128 + signal.SIGINT
+        assert not alive(tree)
+    finally:
+        stop(run)
+    kinds = [event[0] for event, _ in _records(directory)]
+    assert kinds.count("worker_left") == 2 and "worker_lost" not in kinds
+
+
+def test_a_signal_while_a_gpus_parent_starts_its_workers_reaches_every_one_of_them(tmp_path):
+    study = Study(CURVE, {"x": grid([0.1, 0.2]), "sleep": 0.5}, "grid", {"budget": 100})
+    broker = Broker(study, tmp_path / "study", **FAST).start()
+    parent = session("worker", "--connect", broker.address, "--gpus", "0,1,2,3", "--stop-grace", "1")
+    try:
+        wait_for(lambda: descendants(parent.pid), 30, "the first worker process")
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=30) == 128 + signal.SIGTERM
+        wait_for(lambda: not alive(descendants(parent.pid)), 10, "no worker left")
+    finally:
+        broker.stop()
+        broker.wait(10)
+        stop(parent)
+
