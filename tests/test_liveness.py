@@ -5,6 +5,9 @@ attempt of a trial beside the first."""
 import json
 import signal
 import subprocess
+import time
+
+import pytest
 
 from rung import protocol as p
 from rung.algorithms import grid
@@ -97,3 +100,36 @@ def test_a_frozen_worker_that_comes_back_stops_its_old_attempt_before_it_starts_
     assert row["status"] == "completed" and row["attempts"] == 2
     lost = [event for event, _ in _records(tmp_path / "study") if event[0] == "worker_lost"]
     assert len(lost) == 1
+
+
+@pytest.mark.parametrize("frozen", [0.5, 3.0], ids=["shorter-than-the-window", "past-the-window"])
+def test_a_frozen_workers_attempt_holds_still_and_never_trains_beside_its_retry(tmp_path, frozen):
+    # A frozen worker cannot pause its attempt: the attempt stops itself (its fence sees its worker
+    # stopped), so the retry that a spare worker runs meanwhile trains alone. Woken, the worker asks
+    # its broker: within the window the attempt is still its own and resumes, past it it is stopped.
+    steps = tmp_path / "steps.jsonl"
+    study = Study(CURVE, {"x": grid([0.1]), "sleep": 0.1, "log": str(steps)}, "grid", {"budget": 60})
+    broker = Broker(study, tmp_path / "study", **FAST).start()
+    sleeper = rung("worker", "--connect", broker.address, "--name", "sleeper", "--stop-grace", "1",
+                   stderr=subprocess.DEVNULL)
+    spare = None
+    try:
+        wait_for(lambda: steps.exists() and len(steps.read_text().splitlines()) >= 3, 30, "steps trained")
+        spare = rung("worker", "--connect", broker.address, "--name", "spare", stderr=subprocess.DEVNULL)
+        wait_for(lambda: "spare" in broker.state.workers, 30, "the spare joined")
+        sleeper.send_signal(signal.SIGSTOP)
+        time.sleep(frozen)
+        sleeper.send_signal(signal.SIGCONT)
+        assert broker.wait(60)
+    finally:
+        sleeper.send_signal(signal.SIGCONT)
+        stop(sleeper, *([spare] if spare else []))
+    trained = [json.loads(line) for line in steps.read_text().splitlines()]
+    spans = {}
+    for _, attempt, _, _, at in trained:
+        low, high = spans.get(attempt, (at, at))
+        spans[attempt] = (min(low, at), max(high, at))
+    ordered = sorted(spans.values())
+    assert all(a[1] < b[0] for a, b in zip(ordered, ordered[1:])), spans  # never two at once
+    row = broker.results()[0]
+    assert row["status"] == "completed" and row["attempts"] == (1 if frozen < 1.5 else 2)

@@ -215,6 +215,8 @@ class Worker:
                 self._from_attempt(message)
         if self._leased():
             self._carry_out(self.slot.silent(now - self._heard_at, self.liveness))
+        if self._leased() and self.attempt is not None and self.attempt.fenced():
+            self._carry_out(self.slot.fenced())
         if self.attempt is not None:
             self._watch(now)
             if now - self._log_read_at >= LOG_EVERY and not self._full():

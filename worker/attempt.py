@@ -348,6 +348,16 @@ class Attempt:
     def paused(self) -> bool:
         return self._paused
 
+    def fenced(self) -> bool:
+        """Whether the attempt stopped itself (its worker was frozen): stopped, and not by `pause`."""
+        if self._paused or self._process is None or self._process.returncode is not None:
+            return False
+        try:
+            with open(f"/proc/{self._process.pid}/stat", "rb") as stat:
+                return stat.read().rsplit(b")", 1)[1].split()[0] == b"T"
+        except (OSError, IndexError):
+            return False
+
     @property
     def deadline(self) -> float | None:
         """When `poll()` must next be called to send a pending SIGKILL; None when none is pending."""

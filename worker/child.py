@@ -29,6 +29,7 @@ import signal
 import struct
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -40,6 +41,7 @@ from rung.worker.trial import Trial, decode_checkpoint
 FRAME_HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024  # bytes of one payload; a longer length field is taken as garbage
 MAX_REASON = 2000  # characters of an exception message kept in the reason
+FENCE_EVERY = 0.2  # seconds between two looks at whether the worker is stopped
 
 
 class Channel:
@@ -94,6 +96,7 @@ def main(argv: list[str]) -> int:
         return 0
     spec = msgpack.unpackb(spec_bytes, raw=False)
     _redirect(spec["log"])
+    threading.Thread(target=_fence, args=(parent,), name="rung-fence", daemon=True).start()
     try:
         trial = _make_trial(spec, channel)
         function = _load(spec["trainable"])
@@ -148,6 +151,23 @@ def _exit_code(error: SystemExit) -> int:
         return error.code or 0
     print(error.code, file=sys.stderr)
     return 1
+
+
+def _fence(parent: int) -> None:
+    """Hold the attempt still while its worker is stopped (SIGSTOP, a debugger). A frozen worker
+    cannot pause its attempt (the lease, worker/slot.py), and its broker, hearing nothing, retries the
+    attempt elsewhere: so the attempt stops its own process group, and the worker, awake again,
+    finds it stopped, asks its broker whether it is still its own, and resumes or stops it."""
+    path = f"/proc/{parent}/stat"
+    while True:
+        time.sleep(FENCE_EVERY)
+        try:
+            with open(path, "rb") as stat:
+                state = stat.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return  # no /proc, or the worker is gone (and this process with it)
+        if state in (b"T", b"t"):
+            os.killpg(0, signal.SIGSTOP)
 
 
 def _die_with_parent(parent: int) -> None:

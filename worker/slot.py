@@ -16,7 +16,8 @@ The rules:
    without a word from it, the current attempt is paused (PAUSE), and a hello asks whether it is
    still this worker's; the welcome names what the broker expects: named, it resumes (RESUME),
    else it is stopped. The broker retries a lost worker's attempt only after the whole window, so
-   a paused attempt never trains beside its retry.
+   a paused attempt never trains beside its retry. A frozen worker cannot pause anything: its
+   attempt stops itself (worker/child.py's fence), and the worker, awake, takes it as paused.
 4. A worker that leaves stops its attempt and forgets a waiting run: its goodbye hands both back.
 """
 
@@ -72,7 +73,12 @@ class Slot:
 
     def silent(self, seconds: float, liveness: float) -> list[tuple[Act, Any]]:
         """Nothing heard from the broker for `seconds` (rule 3)."""
-        if self.current is None or self.paused or self.stopping or seconds <= liveness / 2:
+        return self.fenced() if seconds > liveness / 2 else []
+
+    def fenced(self) -> list[tuple[Act, Any]]:
+        """The attempt is held still (the lease ran out, or it stopped itself while this worker was
+        frozen): paused, until a welcome says whether it is still this worker's (rule 3)."""
+        if self.current is None or self.paused or self.stopping:
             return []
         self.paused = True
         return [(Act.PAUSE, self.current)]
