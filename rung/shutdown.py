@@ -72,15 +72,19 @@ def child_environment(env: dict[str, str]) -> dict[str, str]:
 
 
 def end_with_parent() -> None:
-    """In a process started with `child_environment`: receive SIGTERM when the parent dies. A
-    parent already gone (it died before this call) is treated the same, at once."""
+    """In a process started with `child_environment`: receive SIGTERM when the parent dies."""
     parent = os.environ.pop(PARENT, None)
-    if parent is None or not parent.isdigit():
-        return
+    if parent is not None and parent.isdigit():
+        die_with(int(parent), signal.SIGTERM)
+
+
+def die_with(parent: int, signum: int) -> None:
+    """Receive `signum` when the process `parent` (this one's parent) dies, however it dies; at once
+    if it is gone already. Linux only: elsewhere the parent's own clean-up must do."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the parent's own cleanup must do
+        libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+    except (OSError, AttributeError):
         return
-    if os.getppid() != int(parent):
-        os.kill(os.getpid(), signal.SIGTERM)
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signum)

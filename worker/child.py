@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 import msgpack
 
+from rung.shutdown import die_with
 from rung.worker.trial import Trial, decode_checkpoint
 
 FRAME_HEADER = struct.Struct(">I")
@@ -88,7 +89,8 @@ def main(argv: list[str]) -> int:
     # hide this process's exit from the worker.
     os.set_inheritable(fd, False)
     sys.argv = sys.argv[:1]  # the user's code may parse sys.argv; ours mean nothing to it
-    _die_with_parent(parent)
+    # A worker killed with SIGKILL cannot stop its attempts; the kernel does it.
+    die_with(parent, signal.SIGKILL)
     channel = Channel(fd)
     channel.send({"t": "ready"})
     spec_bytes = sys.stdin.buffer.read()
@@ -168,20 +170,6 @@ def _fence(parent: int) -> None:
             return  # no /proc, or the worker is gone (and this process with it)
         if state in (b"T", b"t"):
             os.killpg(0, signal.SIGSTOP)
-
-
-def _die_with_parent(parent: int) -> None:
-    # A worker killed with SIGKILL cannot stop its attempts; the kernel does it for us (Linux only).
-    # Best effort: the trainable's own children are not covered, and a missing prctl is ignored.
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the worker died before prctl took effect
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 if __name__ == "__main__":
