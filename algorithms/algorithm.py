@@ -239,14 +239,16 @@ class Algorithm:
             return []
         if isinstance(event, ResultReported):
             trial = self._trial(state, event.trial)
-            if trial is not None and trial.status == TrialStatus.RUNNING and "unranked" in trial.info:
-                return [StopTrial(trial.id, trial.attempt,
-                                  f"reported metrics {trial.info['unranked']} but the study ranks "
-                                  f"{self.metric!r} (set metric in the study)")]
-            if trial is not None and trial.status == TrialStatus.RUNNING and "cut" in trial.info:
-                rung = trial.info["cut"]
-                return [StopTrial(trial.id, trial.attempt, f"outside the survivors of rung {rung}")]
-        if self._failing(state):
+            # `info` is empty for most trials: one test per result on the broker's hot path.
+            if trial is not None and trial.info and trial.status == TrialStatus.RUNNING:
+                if "unranked" in trial.info:
+                    return [StopTrial(trial.id, trial.attempt,
+                                      f"reported metrics {trial.info['unranked']} but the study ranks "
+                                      f"{self.metric!r} (set metric in the study)")]
+                if "cut" in trial.info:
+                    rung = trial.info["cut"]
+                    return [StopTrial(trial.id, trial.attempt, f"outside the survivors of rung {rung}")]
+        if state.failures and self._failing(state):
             return self._stop_study(state, f"{state.failures} attempts in a row failed in user code; "
                                            f"the first: {state.first_failure}")
         if state.stopping:
@@ -423,7 +425,7 @@ class Algorithm:
         trial = self._trial(state, event.trial)
         if trial is None or event.attempt > trial.attempt:
             return
-        live = is_live(trial, event.attempt)
+        live = event.attempt == trial.attempt and trial.worker is not None  # is_live, inline: per result
         if live and trial.step is not None and event.step <= trial.step:
             return  # seen already: results of one attempt arrive in order
         entry = [event.attempt, event.step, dict(event.metrics)]

@@ -428,7 +428,7 @@ class Broker:
                             hello.pid)
         for trial, attempt, seq in hello.next_seqs:
             if self._holder(trial, attempt) == hello.worker:
-                self.intake.inherited(trial, attempt, seq)
+                self.intake.inherited((trial, attempt), seq)
         expected = expected_of(self.state, hello.worker)
         self._send(route, p.Welcome(hello.worker, self.heartbeat, self.liveness,
                                     [] if expected is None else [list(expected)]))
@@ -485,11 +485,13 @@ class Broker:
         if not self._owns(route, message):
             return
         key = (message.trial, message.attempt)
-        if key != expected_of(self.state, message.worker):
+        tid = self.state.workers.get(message.worker)  # expected_of, inline: this runs per result
+        if tid != message.trial or self.state.trials[tid].attempt != message.attempt:
             # A worker streaming results never heartbeats: its messages are where an attempt that
             # should not run any more shows.
             self._stop_unexpected(message.worker, [key], None)
-        verdict = self.intake.verdict(message.trial, message.attempt, message.seq)
+        intake = self.intake
+        verdict = intake.verdict(key, message.seq)
         if verdict is Verdict.GAP:
             self._ask_resend(route, message.worker, now)
             return
@@ -508,9 +510,9 @@ class Broker:
                     return
             if event is not None:  # else a log, stored and not journaled
                 self._step(event, now)
-            self.intake.taken(route, message.trial, message.attempt, message.seq)
+            intake.taken(route, key, message.seq)
         else:
-            self.intake.copy(route, message.trial, message.attempt)
+            intake.copy(route, key)
 
     def _ask_resend(self, route: bytes, worker: str, now: float, again: bool = False) -> None:
         """Ask the worker to say hello and send everything not acknowledged again (`again`: at once,
@@ -579,7 +581,7 @@ class Broker:
                 case StartTrial() | PromoteTrial() | CloneTrial():
                     self.registry.entries[decision.worker].sent[
                         (decision.trial, decision.attempt)] = now
-                    self.intake.started(decision.trial, decision.attempt)
+                    self.intake.started((decision.trial, decision.attempt))
                     self._send(self.registry.route(decision.worker), self._run_message(decision))
                 case StopTrial(trial=tid, attempt=attempt, reason=reason):
                     worker = self.assigned[(tid, attempt)][0]

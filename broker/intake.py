@@ -33,32 +33,34 @@ class Intake:
     def __init__(self, liveness: float):
         self.liveness = liveness
         self.seqs: dict[tuple[int, int], int] = {}  # attempt -> the last seq taken
-        # (route, trial, attempt) -> the seq to acknowledge, until the broker sends the acks.
-        self.acks: dict[tuple[bytes, int, int], int] = {}
+        # (route, attempt) -> the seq to acknowledge, until the broker sends the acks.
+        self.acks: dict[tuple[bytes, tuple[int, int]], int] = {}
         self._asked: dict[str, float] = {}  # worker -> when it was last asked to send again
 
-    def started(self, trial: int, attempt: int) -> None:
-        self.seqs[(trial, attempt)] = 0
+    # An attempt is its (trial, attempt) pair throughout, built once per message by the caller.
 
-    def inherited(self, trial: int, attempt: int, seq: int) -> None:
+    def started(self, attempt: tuple[int, int]) -> None:
+        self.seqs[attempt] = 0
+
+    def inherited(self, attempt: tuple[int, int], seq: int) -> None:
         """The first unacknowledged seq a hello names for an attempt this broker did not start; a
         baseline already set (by an earlier message or hello) stands."""
-        self.seqs.setdefault((trial, attempt), _before(seq))
+        self.seqs.setdefault(attempt, _before(seq))
 
-    def verdict(self, trial: int, attempt: int, seq: int) -> Verdict:
-        last = self.seqs.get((trial, attempt))
+    def verdict(self, attempt: tuple[int, int], seq: int) -> Verdict:
+        last = self.seqs.get(attempt)
         if last is None:
-            last = self.seqs[(trial, attempt)] = _before(seq)
+            last = self.seqs[attempt] = _before(seq)
         if seq == last + 1:
             return Verdict.NEXT
         return Verdict.GAP if seq > last + 1 else Verdict.COPY
 
-    def taken(self, route: bytes, trial: int, attempt: int, seq: int) -> None:
-        self.seqs[(trial, attempt)] = seq
-        self.acks[(route, trial, attempt)] = seq
+    def taken(self, route: bytes, attempt: tuple[int, int], seq: int) -> None:
+        self.seqs[attempt] = seq
+        self.acks[(route, attempt)] = seq
 
-    def copy(self, route: bytes, trial: int, attempt: int) -> None:
-        self.acks[(route, trial, attempt)] = self.seqs[(trial, attempt)]
+    def copy(self, route: bytes, attempt: tuple[int, int]) -> None:
+        self.acks[(route, attempt)] = self.seqs[attempt]
 
     def ask_again(self, worker: str, now: float, at_once: bool = False) -> bool:
         """Whether to ask the worker to send its messages again now (rule 2)."""
@@ -69,7 +71,7 @@ class Intake:
 
     def take_acks(self) -> list[tuple[bytes, int, int, int]]:
         """(route, trial, attempt, seq) to acknowledge, once each."""
-        acks = [(route, trial, attempt, seq) for (route, trial, attempt), seq in self.acks.items()]
+        acks = [(route, trial, attempt, seq) for (route, (trial, attempt)), seq in self.acks.items()]
         self.acks.clear()
         return acks
 

@@ -106,7 +106,7 @@ class World:
     def start(self) -> None:
         attempt = (len(self.attempts), 1)
         self.attempts.append(attempt)
-        self.intake.started(*attempt)
+        self.intake.started(attempt)
 
     def restart(self) -> None:
         """The broker is killed and started again on its journal: it knows no connection and no seq,
@@ -120,14 +120,14 @@ class World:
         if packet.kind == "hello":
             self.known = packet.connection
             for trial, attempt, seq in packet.body[0]:
-                self.intake.inherited(trial, attempt, seq)
+                self.intake.inherited((trial, attempt), seq)
             self.send_down(packet.connection, "welcome")
             return
         if packet.connection != self.known:  # a worker that must say hello first
             self.send_down(packet.connection, "rejoin")
             return
         trial, attempt, seq = packet.body
-        verdict = self.intake.verdict(trial, attempt, seq)
+        verdict = self.intake.verdict((trial, attempt), seq)
         if verdict is Verdict.GAP:
             if self.intake.ask_again("w", self.now):
                 self.send_down(packet.connection, "rejoin")
@@ -139,9 +139,9 @@ class World:
             assert mark not in self.taken_now, f"seq {seq} counted twice by one broker"
             self.taken_now.add(mark)
             self.taken[(trial, attempt)] = max(highest, seq)
-            self.intake.taken(packet.connection, trial, attempt, seq)
+            self.intake.taken(packet.connection, (trial, attempt), seq)
         else:
-            self.intake.copy(packet.connection, trial, attempt)
+            self.intake.copy(packet.connection, (trial, attempt))
         for connection, trial, attempt, acked in self.intake.take_acks():
             self.send_down(connection, "ack", trial, attempt, acked)
 
@@ -244,17 +244,17 @@ def test_a_hello_names_each_attempts_first_unacknowledged_seq_or_its_next():
 
 def test_the_broker_takes_seqs_in_order_acknowledges_copies_and_asks_again_once_per_window():
     intake = Intake(LIVENESS)
-    intake.started(0, 1)
-    assert intake.verdict(0, 1, 2) is Verdict.GAP
+    intake.started((0, 1))
+    assert intake.verdict((0, 1), 2) is Verdict.GAP
     assert intake.ask_again("w", now=0.0) and not intake.ask_again("w", now=0.5)
     assert intake.ask_again("w", now=0.6, at_once=True) and intake.ask_again("w", now=1.7)
-    assert intake.verdict(0, 1, 1) is Verdict.NEXT
-    intake.taken(b"r", 0, 1, 1)
-    assert intake.verdict(0, 1, 1) is Verdict.COPY
-    intake.copy(b"r", 0, 1)
+    assert intake.verdict((0, 1), 1) is Verdict.NEXT
+    intake.taken(b"r", (0, 1), 1)
+    assert intake.verdict((0, 1), 1) is Verdict.COPY
+    intake.copy(b"r", (0, 1))
     assert intake.take_acks() == [(b"r", 0, 1, 1)] and intake.take_acks() == []
     # Inherited from the journal: from the seq the hello names, never below nothing taken.
-    intake.inherited(5, 2, 4)
-    assert intake.verdict(5, 2, 3) is Verdict.COPY and intake.verdict(5, 2, 4) is Verdict.NEXT
-    intake.inherited(6, 1, 0)
-    assert intake.verdict(6, 1, 1) is Verdict.NEXT
+    intake.inherited((5, 2), 4)
+    assert intake.verdict((5, 2), 3) is Verdict.COPY and intake.verdict((5, 2), 4) is Verdict.NEXT
+    intake.inherited((6, 1), 0)
+    assert intake.verdict((6, 1), 1) is Verdict.NEXT

@@ -86,7 +86,8 @@ class ProtocolError(Exception):
 # they keep bool (whose type is bool) out of the ints and numbers; they are also the decoder's hot path.
 
 def _int(name: str, value: Any) -> int:
-    if type(value) is not int or not 0 <= value < 2**64:  # a constant: folded by the compiler
+    # Two comparisons cost less than one chained (a hot path: five ints in every result).
+    if type(value) is not int or value < 0 or value >= 18446744073709551616:  # 2**64
         raise ProtocolError(f"`{name}` must be an int >= 0 and < 2**64, got {_show(value)}")
     return value
 
@@ -107,17 +108,17 @@ def _amount(name: str, value: Any) -> float:
     return value
 
 
-def _names(limit: int) -> Callable[[str, Any], str]:
-    def check(name: str, value: Any) -> str:
-        if type(value) is not str or not 0 < len(value) <= limit or not value.isprintable():
-            raise ProtocolError(f"`{name}` must be 1 to {limit} printable characters, got {_show(value)}")
-        return value
-
-    return check
+def _name(name: str, value: Any) -> str:
+    # No closure over the limit, and the cheapest test first: every message names its worker.
+    if type(value) is not str or len(value) > MAX_NAME or not value or not value.isprintable():
+        raise ProtocolError(f"`{name}` must be 1 to {MAX_NAME} printable characters, got {_show(value)}")
+    return value
 
 
-_name = _names(MAX_NAME)
-_host = _names(MAX_HOST)
+def _host(name: str, value: Any) -> str:
+    if type(value) is not str or len(value) > MAX_HOST or not value or not value.isprintable():
+        raise ProtocolError(f"`{name}` must be 1 to {MAX_HOST} printable characters, got {_show(value)}")
+    return value
 
 
 def _text(name: str, value: Any) -> str:
@@ -171,7 +172,7 @@ def _metrics(name: str, value: Any) -> dict:
     if type(value) is not dict or len(value) > MAX_ENTRIES:
         _entries(name, value)
     for key, number in value.items():
-        if type(key) is not str or not 0 < len(key) <= MAX_NAME or not key.isprintable():
+        if type(key) is not str or len(key) > MAX_NAME or not key or not key.isprintable():
             _name(f"{name} key", key)
         if type(number) not in _NUMBERS:
             _number(f"{name}.{key}", number)  # the metric's name is built only for the error
