@@ -482,10 +482,12 @@ class Broker:
         return True
 
     def _trial_message(self, route: bytes, message, now: float) -> None:
-        if not self._owns(route, message):
-            return
         key = (message.trial, message.attempt)
-        tid = self.state.workers.get(message.worker)  # expected_of, inline: this runs per result
+        given = self.assigned.get(key)  # _owns, inline: this runs per result
+        if given is None or given[0] != message.worker:
+            self._owns(route, message)  # says why
+            return
+        tid = self.state.workers.get(message.worker)  # expected_of, inline
         if tid != message.trial or self.state.trials[tid].attempt != message.attempt:
             # A worker streaming results never heartbeats: its messages are where an attempt that
             # should not run any more shows.

@@ -52,7 +52,7 @@ class Intake:
         if last is None:
             last = self.seqs[attempt] = _before(seq)
         if seq == last + 1:
-            return Verdict.NEXT
+            return _NEXT
         return Verdict.GAP if seq > last + 1 else Verdict.COPY
 
     def taken(self, route: bytes, attempt: tuple[int, int], seq: int) -> None:
@@ -74,6 +74,9 @@ class Intake:
         acks = [(route, trial, attempt, seq) for (route, (trial, attempt)), seq in self.acks.items()]
         self.acks.clear()
         return acks
+
+
+_NEXT = Verdict.NEXT  # a module global: no enum attribute lookup on the hot path
 
 
 def _before(seq: int) -> int:

@@ -72,3 +72,38 @@ def _still(log, seconds: float = 4.0) -> bool:
     before = reported(log)
     time.sleep(seconds)
     return reported(log) == before
+
+
+def test_a_broker_down_for_four_liveness_windows_costs_no_attempt_and_no_step(tmp_path):
+    # The broker is killed and kept down for four of its liveness windows while three attempts run.
+    # The workers pause them (the lease), wait on their sockets (no sleep that would make them miss
+    # the restarted broker's window), and the restarted broker, which expects them from its journal,
+    # welcomes them back with their attempts: the study ends as a fault-free one would, one attempt a
+    # trial and every step counted once.
+    budget = 60
+    log = tmp_path / "steps"
+    study = tmp_path / "study.toml"
+    study.write_text(f'name = "o"\ntrainable = "tests.trainables.study:curve"\n[algorithm]\n'
+                     f'name = "grid"\nbudget = {budget}\n[space]\nx = ["grid", [0.1, 0.2, 0.3]]\n'
+                     f'sleep = 0.05\nlog = "{log}"\n')
+    directory, address = tmp_path / "study", f"tcp://127.0.0.1:{free_port()}"
+    command = ["broker", "--study", str(study), "--dir", str(directory), "--bind", address,
+               "--heartbeat", "0.1", "--liveness", "1.5"]
+    head = rung(*command, stderr=subprocess.DEVNULL)
+    helpers = [rung("worker", "--connect", address, "--name", f"w{i}", stderr=subprocess.DEVNULL)
+               for i in range(3)]
+    again = None
+    try:
+        wait_for(lambda: reported(log) >= 30, 60, "three attempts under way")
+        head.send_signal(signal.SIGKILL)
+        head.wait()
+        time.sleep(4 * 1.5)
+        again = rung(*command, stderr=subprocess.DEVNULL)
+        assert again.wait(timeout=120) == 0
+        assert all(helper.wait(timeout=30) == 0 for helper in helpers)
+    finally:
+        stop(head, *helpers, *([again] if again else []))
+    _, state, rows = load_directory(directory)
+    assert [(r["status"], r["attempts"]) for r in rows] == [("completed", 1)] * 3
+    for trial in state.trials:
+        assert [step for _, step, _ in trial.history] == list(range(1, budget + 1))
