@@ -84,9 +84,10 @@ def test_more_workers_than_descriptors_bring_a_warning_and_the_broker_stays_up(t
             sock = peer(address)
             sock.send_multipart(p.encode(p.Hello(f"w{i}", 1, "cpu", "h", 1, [], [])))
             fleet.append(sock)
-        wait_for(lambda: "leaves room for about 128" in log.read_text()
-                 and "cannot collect checkpoints (Too many open files" in log.read_text(), 60,
-                 "the warning and the report")
+        # The warning is certain; whether a collection then finds no descriptor left depends on
+        # what ZeroMQ's I/O thread holds at that moment (it failed in CI once): that the loop
+        # survives one is test_a_collection_that_fails_is_reported_once_and_the_loop_goes_on's story.
+        wait_for(lambda: "leaves room for about 128" in log.read_text(), 60, "the warning")
         for sock in fleet:
             sock.close()
         fleet.clear()
