@@ -13,7 +13,6 @@ import os
 import select
 import socket
 import socketserver
-import subprocess
 import threading
 import time
 

@@ -3,7 +3,6 @@ gracefully, leaves no process of its tree behind, and loses no work (a preempted
 resumed from its checkpoint, never failed). Also: an embedded broker's `stop` dismisses its workers,
 and a worker that cannot reach a broker says why and, with --give-up, stops trying."""
 
-import io
 import json
 import signal
 import subprocess
